@@ -1,0 +1,94 @@
+package sinkworker
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// Backoff is the NAK delay after a failed upload: Base doubled for every
+// earlier delivery, capped at Max. Redelivery then never becomes a storm
+// against an S3 that is already failing.
+type Backoff struct {
+	Base time.Duration
+	Max  time.Duration
+}
+
+// DefaultBackoff spreads MaxDeliver=10 attempts over about 13 minutes of
+// S3 outage before an event is dead-lettered.
+var DefaultBackoff = Backoff{Base: 2 * time.Second, Max: 5 * time.Minute}
+
+// Delay is the NAK delay for a message on its deliveries-th delivery.
+func (b Backoff) Delay(deliveries uint64) time.Duration {
+	d := b.Base
+	for i := uint64(1); i < deliveries && d < b.Max; i++ {
+		d *= 2
+	}
+	return min(d, b.Max)
+}
+
+// acker settles batches with JetStream once the uploader is done.
+type acker struct {
+	nc         *nats.Conn
+	backoff    Backoff
+	maxDeliver int
+	dead       *deadLetterer
+	metrics    *metrics
+	log        *slog.Logger
+}
+
+// ackTimeout bounds the wait for the server to have received a batch's ACKs.
+const ackTimeout = 5 * time.Second
+
+// ack ACKs every message of a written batch. ACKs are sent without waiting
+// for a reply each (a round trip per event would cap throughput), then one
+// flush (PING/PONG) confirms the server has read them all: an ACK lost to a
+// dropped connection is reported, and its event is redelivered and written
+// again (a duplicate, never a loss).
+func (a *acker) ack(msgs []trackedMsg) {
+	failed := 0
+	for _, m := range msgs {
+		if err := m.msg.Ack(); err != nil {
+			failed++
+		}
+	}
+	if err := a.nc.FlushTimeout(ackTimeout); err != nil {
+		a.log.Warn("Could not confirm ACKs reached the server; these events may be redelivered and written twice",
+			"events", len(msgs), "error", err)
+		failed = len(msgs)
+	}
+	a.metrics.acked.Add(float64(len(msgs) - failed))
+	a.metrics.ackErrors.Add(float64(failed))
+}
+
+// nak hands a batch that was not written back to JetStream. immediate (on
+// shutdown) asks for redelivery now, to another worker; otherwise the delay
+// backs off with the delivery count. A message on its last allowed delivery
+// would be dropped by JetStream after a NAK, so it is dead-lettered instead.
+func (a *acker) nak(ctx context.Context, msgs []trackedMsg, immediate bool, cause error) {
+	failed := 0
+	for _, m := range msgs {
+		if a.maxDeliver > 0 && m.deliveries >= uint64(a.maxDeliver) {
+			a.dead.handle(ctx, m, &poisonError{reason: reasonMaxDeliveries, detail: cause.Error()})
+			continue
+		}
+		var err error
+		if immediate {
+			err = m.msg.Nak()
+		} else {
+			err = m.msg.NakWithDelay(a.backoff.Delay(m.deliveries))
+		}
+		if err != nil {
+			failed++
+			continue
+		}
+		a.metrics.nacked.Inc()
+	}
+	if err := a.nc.FlushTimeout(ackTimeout); err != nil {
+		a.log.Warn("Could not confirm NAKs reached the server; these events are redelivered after AckWait",
+			"events", len(msgs), "error", err)
+	}
+	a.metrics.ackErrors.Add(float64(failed))
+}

@@ -1,0 +1,272 @@
+package sinkworker
+
+import (
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetsink/jetsink/sinkworker/config"
+)
+
+// Why a batch was cut; these label jetsink_flushes_total.
+const (
+	flushMaxEvents = "max_events"
+	flushMaxBytes  = "max_bytes"
+	flushMaxAge    = "max_age"
+	flushMemory    = "memory"
+	flushShutdown  = "shutdown"
+)
+
+// eventOverhead approximates what a buffered event costs beyond its body:
+// the jetstream.Msg with its subject, reply and headers, and the Row.
+const eventOverhead = 320
+
+// eventSize is what one buffered event counts against MaxBufferedBytes: the
+// message body is held twice (in the Msg and as decoded strings).
+func eventSize(body []byte) int64 { return 2*int64(len(body)) + eventOverhead }
+
+// trackedMsg is the JetStream side of a trackedEvent: kept until the batch
+// holding the event is written, then ACKed (or NAKed).
+type trackedMsg struct {
+	msg        jetstream.Msg
+	seq        uint64
+	deliveries uint64
+}
+
+// partitionKey names a partition: one app, one hour or day (UTC).
+type partitionKey struct {
+	app    string
+	bucket int64 // Unix seconds at the start of the hour or day
+}
+
+// batch is the unit of writing: one partition's events, one Parquet file,
+// ACKed or NAKed together. rows[i] and msgs[i] are the same event.
+type batch struct {
+	key    partitionKey
+	rows   []Row
+	msgs   []trackedMsg
+	bytes  int64
+	opened time.Time // first event's arrival; BatchMaxAge counts from here
+	leased time.Time // when all its messages were last leased (fetch or InProgress)
+	reason string    // why it was cut
+}
+
+// batcher groups events into per-partition batches and hands cut batches to
+// the flushers. It owns the memory budget: every event is counted from Add
+// until its batch is released after ACK or NAK, and Add blocks while the
+// budget is spent, which is what backpressures the fetchers.
+type batcher struct {
+	maxEvents   int
+	maxBytes    int64
+	maxAge      time.Duration
+	maxBuffered int64
+	leaseAfter  time.Duration
+	bucketSize  int64 // seconds
+	metrics     *metrics
+
+	mu       sync.Mutex
+	cond     *sync.Cond // broadcast on: batch ready, bytes released, state change
+	open     map[partitionKey]*batch
+	ready    []*batch
+	inflight map[*batch]struct{}
+	// openBytes counts open batches; buffered counts everything held.
+	openBytes, buffered, peak int64
+	closed                    bool // no more events; flushers exit when ready is empty
+	aborted                   bool // shutdown deadline passed: hand nothing out
+}
+
+func newBatcher(cfg config.Config, m *metrics) *batcher {
+	b := &batcher{
+		maxEvents:   cfg.BatchMaxEvents,
+		maxBytes:    cfg.BatchMaxBytes,
+		maxAge:      cfg.BatchMaxAge,
+		maxBuffered: cfg.MaxBufferedBytes,
+		// Half of AckWait leaves the other half for the lease to reach the
+		// server even when the tick runs late.
+		leaseAfter: cfg.AckWait / 2,
+		bucketSize: 3600,
+		metrics:    m,
+		open:       map[partitionKey]*batch{},
+		inflight:   map[*batch]struct{}{},
+	}
+	if cfg.TimeGranularity == config.GranularityDay {
+		b.bucketSize = 86400
+	}
+	b.cond = sync.NewCond(&b.mu)
+	return b
+}
+
+// add buffers one decoded event. It blocks while the memory budget is spent
+// and returns false, without keeping the event, once the batcher is closed
+// or aborted: the caller then NAKs the message.
+func (b *batcher) add(row *Row, m trackedMsg, size int64, now time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	// An event larger than the whole budget is let through alone, or it
+	// could never be written.
+	for !b.closed && !b.aborted && b.buffered > 0 && b.buffered+size > b.maxBuffered {
+		// Cut the largest partitions until, once their uploads finish, at
+		// least half the budget is free: cutting less would make many tiny
+		// files under a steady backlog.
+		for b.openBytes > 0 && b.openBytes+size > b.maxBuffered/2 {
+			b.cut(b.largestOpen(), flushMemory)
+		}
+		b.cond.Wait()
+	}
+	if b.closed || b.aborted {
+		return false
+	}
+	key := partitionKey{app: row.AppID, bucket: row.Timestamp.Unix() - row.Timestamp.Unix()%b.bucketSize}
+	bt := b.open[key]
+	if bt == nil {
+		bt = &batch{
+			key:    key,
+			rows:   make([]Row, 0, min(b.maxEvents, 256)),
+			msgs:   make([]trackedMsg, 0, min(b.maxEvents, 256)),
+			opened: now,
+			leased: now,
+		}
+		b.open[key] = bt
+	}
+	bt.rows = append(bt.rows, *row)
+	bt.msgs = append(bt.msgs, m)
+	bt.bytes += size
+	b.openBytes += size
+	b.buffered += size
+	b.peak = max(b.peak, b.buffered)
+	switch {
+	case len(bt.rows) >= b.maxEvents:
+		b.cut(bt, flushMaxEvents)
+	case bt.bytes >= b.maxBytes:
+		b.cut(bt, flushMaxBytes)
+	}
+	return true
+}
+
+func (b *batcher) largestOpen() *batch {
+	var big *batch
+	for _, bt := range b.open {
+		if big == nil || bt.bytes > big.bytes {
+			big = bt
+		}
+	}
+	return big
+}
+
+// cut moves an open batch to the ready queue. Called with mu held.
+func (b *batcher) cut(bt *batch, reason string) {
+	delete(b.open, bt.key)
+	b.openBytes -= bt.bytes
+	bt.reason = reason
+	b.ready = append(b.ready, bt)
+	b.metrics.flushes.WithLabelValues(reason).Inc()
+	b.cond.Broadcast()
+}
+
+// next returns the oldest ready batch, waiting for one. It returns false
+// when there will be none: closed and empty, or aborted.
+func (b *batcher) next() (*batch, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for len(b.ready) == 0 && !b.closed && !b.aborted {
+		b.cond.Wait()
+	}
+	if b.aborted || len(b.ready) == 0 {
+		return nil, false
+	}
+	bt := b.ready[0]
+	b.ready[0] = nil
+	b.ready = b.ready[1:]
+	b.inflight[bt] = struct{}{}
+	return bt, true
+}
+
+// release returns a written or NAKed batch's bytes to the budget.
+func (b *batcher) release(bt *batch) {
+	b.mu.Lock()
+	delete(b.inflight, bt)
+	b.buffered -= bt.bytes
+	b.cond.Broadcast()
+	b.mu.Unlock()
+}
+
+// tick cuts batches older than BatchMaxAge and renews the lease of every
+// message that has waited AckWait/2 since it was fetched or last leased,
+// whether its batch is open, queued or uploading.
+func (b *batcher) tick(now time.Time) {
+	var lease [][]jetstream.Msg
+	b.mu.Lock()
+	for _, bt := range b.open {
+		if now.Sub(bt.opened) >= b.maxAge {
+			b.cut(bt, flushMaxAge)
+		}
+	}
+	collect := func(bt *batch) {
+		if now.Sub(bt.leased) < b.leaseAfter {
+			return
+		}
+		bt.leased = now
+		// A copy: the flusher sorts bt.msgs in place while we send.
+		msgs := make([]jetstream.Msg, len(bt.msgs))
+		for i := range bt.msgs {
+			msgs[i] = bt.msgs[i].msg
+		}
+		lease = append(lease, msgs)
+	}
+	for _, bt := range b.open {
+		collect(bt)
+	}
+	for _, bt := range b.ready {
+		collect(bt)
+	}
+	for bt := range b.inflight {
+		collect(bt)
+	}
+	b.mu.Unlock()
+	for _, msgs := range lease {
+		for _, m := range msgs {
+			// An error here means the message was ACKed or NAKed meanwhile,
+			// or the connection is down (then nothing else gets through
+			// either, and redelivery is the right outcome).
+			if m.InProgress() == nil {
+				b.metrics.leased.Inc()
+			}
+		}
+	}
+}
+
+// close stops intake and cuts every open batch, for the shutdown drain.
+func (b *batcher) close() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.closed = true
+	for _, bt := range b.open {
+		b.cut(bt, flushShutdown)
+	}
+	b.cond.Broadcast()
+}
+
+// abort gives up at the shutdown deadline: it returns every batch not yet
+// taken by a flusher, for the caller to NAK, and wakes everyone.
+func (b *batcher) abort() []*batch {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.aborted = true
+	left := b.ready
+	b.ready = nil
+	for _, bt := range b.open {
+		delete(b.open, bt.key)
+		b.openBytes -= bt.bytes
+		left = append(left, bt)
+	}
+	b.cond.Broadcast()
+	return left
+}
+
+// stats reports the budget for metrics.
+func (b *batcher) stats() (openPartitions int, buffered, peak int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.open), b.buffered, b.peak
+}

@@ -1,0 +1,33 @@
+// Package sinkworker is the data plane of jetsink: it moves events from a
+// NATS JetStream durable pull consumer into S3 as Parquet files, and
+// acknowledges an event only once the file holding it has been written.
+//
+// Data flows one way through small types, each with one job:
+//
+//		fetcher ──► decoder ──► batcher ──► encoder ──► uploader ──► acker
+//		  (pull)      │ poison    (partitions,  (Parquet)   (S3 PUT,    (ACK, or
+//		              ▼           memory cap,               If-None-    NakWithDelay)
+//		          deadLetterer    leases)                   Match: *)
+//		     (publish, then Term)
+//
+//	  - Config.Workers fetcher goroutines pull from the consumer and decode in
+//	    place, so JSON decoding scales with the fetchers. A decoded event
+//	    becomes a trackedEvent that keeps its jetstream.Msg until its batch is
+//	    written.
+//	  - The batcher groups events by partition (app_id + the hour or day of the
+//	    event's timestamp). A partition's open batch is cut on
+//	    BatchMaxEvents, BatchMaxBytes or BatchMaxAge, when the process-wide
+//	    MaxBufferedBytes cap is hit (largest partitions first) and on shutdown.
+//	    When the cap is reached the fetchers block, which is what bounds memory
+//	    under any backlog. It also keeps waiting messages leased (InProgress)
+//	    so JetStream does not redeliver them behind the worker's back.
+//	  - Flusher goroutines take cut batches, encode them (encoder) and PUT them
+//	    under a deterministic key (uploader), then hand the outcome to the
+//	    acker: ACK every message of a written batch, NAK with backoff every
+//	    message of a failed one. Partitions never wait on each other, and
+//	    fetching never waits on an upload except through the memory cap.
+//
+// Worker ties these together, serves metrics and health on MetricsAddr, and
+// on shutdown stops fetching, flushes and ACKs what it can within
+// ShutdownTimeout and NAKs the rest for immediate redelivery elsewhere.
+package sinkworker

@@ -1,0 +1,112 @@
+package sinkworker
+
+import (
+	"bytes"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/parquet-go/parquet-go"
+)
+
+var keyPattern = regexp.MustCompile(`^events/app_id=[a-z0-9-]+/date=\d{4}-\d{2}-\d{2}/hour=\d{2}/EVENTS-warehouse-(\d+)-(\d+)\.parquet$`)
+
+// Every published event ends up in S3 exactly once, in the file of its
+// partition, and the consumer is left with nothing pending.
+func TestWritesEveryEventOnceInItsPartition(t *testing.T) {
+	e := newEnv(t)
+	evs := makeEvents(3000, []string{"shop", "blog", "game-1"}, 4)
+	e.publish(evs)
+	w := e.start(Backoff{})
+
+	eventually(t, 30*time.Second, "every event ACKed", func() bool {
+		return metric(t, w.reg, "jetsink_events_acked_total") == float64(len(evs))
+	})
+	w.stop(t)
+
+	files := e.checkWritten(evs)
+	// 12 partitions of 250 events, BatchMaxEvents 500: few files, not one per event.
+	if files < 12 || files > 60 {
+		t.Errorf("%d files for 12 partitions", files)
+	}
+	for key := range e.objects() {
+		if !keyPattern.MatchString(key) {
+			t.Errorf("key %q does not follow <prefix>app_id=/date=/hour=/<stream>-<consumer>-<first>-<last>.parquet", key)
+		}
+	}
+	info := e.consumer()
+	if info.NumPending != 0 || info.NumAckPending != 0 || info.NumRedelivered != 0 {
+		t.Errorf("consumer after run: pending %d, ack pending %d, redelivered %d; want all 0",
+			info.NumPending, info.NumAckPending, info.NumRedelivered)
+	}
+	if got := metric(t, w.reg, "jetsink_file_rows_total"); got != float64(len(evs)) {
+		t.Errorf("jetsink_file_rows_total = %v, want %d", got, len(evs))
+	}
+}
+
+// The files carry the documented schema: microsecond UTC timestamps that
+// query engines read as instants, JSON strings, and provenance columns.
+func TestParquetSchema(t *testing.T) {
+	enc, err := newEncoder("zstd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := time.Date(2026, 1, 2, 3, 4, 5, 123456789, time.UTC)
+	rows := []Row{{AppID: "a", Event: "e", Timestamp: ts, Properties: `{"k":1}`, Subject: "events.a", StreamSeq: 7, ReceivedAt: ts},
+		{AppID: "a", Event: "e", Timestamp: ts, UserID: "u", Subject: "events.a", StreamSeq: 8, ReceivedAt: ts}}
+	var buf bytes.Buffer
+	// Twice through the pooled writer: the second file must be as good.
+	for range 2 {
+		buf.Reset()
+		if err := enc.encode(&buf, rows); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f, err := parquet.OpenFile(bytes.NewReader(buf.Bytes()), int64(buf.Len()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		"event_id": "optional", "app_id": "required", "event": "required", "timestamp": "TIMESTAMP(isAdjustedToUTC=true,unit=MICROS)",
+		"user_id": "optional", "anonymous_id": "optional", "session_id": "optional", "properties": "STRING optional", "context": "STRING optional",
+		"_subject": "required", "_stream_seq": "INT(64,true)", "_received_at": "TIMESTAMP(isAdjustedToUTC=true,unit=MICROS)",
+	}
+	got := map[string]string{}
+	for _, field := range f.Schema().Fields() {
+		desc := field.Type().String()
+		if field.Optional() {
+			desc += " optional"
+		}
+		got[field.Name()] = desc
+	}
+	for col, w := range want {
+		if w == "required" {
+			if strings.Contains(got[col], "optional") || got[col] == "" {
+				t.Errorf("column %s = %q, want required", col, got[col])
+			}
+			continue
+		}
+		if !strings.Contains(got[col], w) {
+			t.Errorf("column %s = %q, want %s", col, got[col], w)
+		}
+	}
+	back, err := parquet.Read[Row](bytes.NewReader(buf.Bytes()), int64(buf.Len()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(back) != 2 || !back[0].Timestamp.Equal(ts.Truncate(time.Microsecond)) || back[0].Properties != `{"k":1}` || back[1].UserID != "u" || back[0].UserID != "" {
+		t.Errorf("read back %+v", back)
+	}
+}
+
+func TestObjectKey(t *testing.T) {
+	key := partitionKey{app: "shop", bucket: time.Date(2026, 3, 14, 7, 0, 0, 0, time.UTC).Unix()}
+	if got, want := objectKey("events/", "EVENTS", "warehouse", key, "hour", 10, 250), "events/app_id=shop/date=2026-03-14/hour=07/EVENTS-warehouse-10-250.parquet"; got != want {
+		t.Errorf("hour key = %s, want %s", got, want)
+	}
+	key.bucket = time.Date(2026, 3, 14, 0, 0, 0, 0, time.UTC).Unix()
+	if got, want := objectKey("", "EVENTS", "warehouse", key, "day", 1, 1), "app_id=shop/date=2026-03-14/EVENTS-warehouse-1-1.parquet"; got != want {
+		t.Errorf("day key = %s, want %s", got, want)
+	}
+}
