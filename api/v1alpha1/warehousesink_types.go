@@ -1,0 +1,372 @@
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Durations are validated with one pattern, repeated in each marker: Go
+// durations such as 30s, 2m or 1h30m, the strings that CEL's duration() and
+// the worker both parse.
+
+// WarehouseSinkSpec is the desired state of a sink: where events come from,
+// where the Parquet files go, and how the workers that move them run.
+//
+// +kubebuilder:validation:XValidation:rule="duration(self.source.ackWait) > duration(self.batch.maxAge)",message="source.ackWait must be longer than batch.maxAge, or events are redelivered while they wait in an open batch",fieldPath=".source.ackWait"
+type WarehouseSinkSpec struct {
+	// replicas is the number of sink worker pods. The /scale subresource
+	// points here, so `kubectl scale` and HorizontalPodAutoscalers work.
+	// Zero stops the sink without deleting it.
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1000
+	// +optional
+	Replicas *int32 `json:"replicas,omitempty"`
+
+	// workersPerReplica is the number of goroutines in each pod that fetch
+	// and decode events in parallel.
+	// +kubebuilder:default=4
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=64
+	// +optional
+	WorkersPerReplica int32 `json:"workersPerReplica,omitempty"`
+
+	// shutdownTimeout is how long a worker may take to drain on SIGTERM:
+	// flush its open batches, upload them and ACK. What is not written by
+	// then is NAKed so another pod takes it at once. The pod's
+	// terminationGracePeriodSeconds is this plus a fixed margin.
+	// +kubebuilder:default="30s"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('1h')",message="shutdownTimeout must be between 1s and 1h"
+	// +optional
+	ShutdownTimeout metav1.Duration `json:"shutdownTimeout,omitempty"`
+
+	// source is the JetStream stream and durable consumer events are read from.
+	Source SourceSpec `json:"source"`
+
+	// destination is the S3 bucket the Parquet files are written to.
+	Destination DestinationSpec `json:"destination"`
+
+	// batch bounds how many events a Parquet file holds and how long an
+	// event may wait before its file is written.
+	// +kubebuilder:default={}
+	// +optional
+	Batch BatchSpec `json:"batch,omitempty"`
+
+	// parquet sets how files are encoded.
+	// +kubebuilder:default={}
+	// +optional
+	Parquet ParquetSpec `json:"parquet,omitempty"`
+
+	// partitioning sets the Hive-style partitions of the object keys.
+	// +kubebuilder:default={}
+	// +optional
+	Partitioning PartitioningSpec `json:"partitioning,omitempty"`
+
+	// image is the sink worker's container image. Empty means the
+	// operator's default worker image (its own image).
+	// +optional
+	Image string `json:"image,omitempty"`
+
+	// imagePullPolicy of the worker container.
+	// +kubebuilder:validation:Enum=Always;IfNotPresent;Never
+	// +optional
+	ImagePullPolicy corev1.PullPolicy `json:"imagePullPolicy,omitempty"`
+
+	// resources are the worker container's CPU and memory requests and
+	// limits. Size the memory limit above batch.maxBufferedBytes.
+	// +optional
+	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
+
+	// serviceAccountName runs the workers under this ServiceAccount, for
+	// example one annotated for IAM Roles for Service Accounts when no S3
+	// credentials Secret is given.
+	// +optional
+	ServiceAccountName string `json:"serviceAccountName,omitempty"`
+
+	// nodeSelector constrains the worker pods to matching nodes.
+	// +optional
+	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
+
+	// tolerations of the worker pods.
+	// +optional
+	Tolerations []corev1.Toleration `json:"tolerations,omitempty"`
+
+	// affinity of the worker pods.
+	// +optional
+	Affinity *corev1.Affinity `json:"affinity,omitempty"`
+
+	// podLabels are added to the worker pods' labels.
+	// +optional
+	PodLabels map[string]string `json:"podLabels,omitempty"`
+
+	// podAnnotations are added to the worker pods' annotations.
+	// +optional
+	PodAnnotations map[string]string `json:"podAnnotations,omitempty"`
+}
+
+// ConsumerDeletionPolicy says what happens to the JetStream consumer when
+// its sink is deleted.
+// +kubebuilder:validation:Enum=Retain;Delete
+type ConsumerDeletionPolicy string
+
+const (
+	// ConsumerRetain keeps the consumer and its position in the stream.
+	ConsumerRetain ConsumerDeletionPolicy = "Retain"
+	// ConsumerDelete removes the consumer when the sink is deleted.
+	ConsumerDelete ConsumerDeletionPolicy = "Delete"
+)
+
+// SourceSpec is where events are read from.
+type SourceSpec struct {
+	// url of the NATS server(s), comma-separated, e.g. nats://nats.nats:4222.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:Pattern=`^(nats|tls|ws|wss)://[^\s]+$`
+	URL string `json:"url"`
+
+	// stream is the JetStream stream to read.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=255
+	// +kubebuilder:validation:Pattern=`^[^.*>\s/\\]+$`
+	Stream string `json:"stream"`
+
+	// consumer is the durable pull consumer the operator creates or updates
+	// to match this spec. All workers of the sink share it.
+	// +kubebuilder:default=warehouse
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=255
+	// +kubebuilder:validation:Pattern=`^[^.*>\s/\\]+$`
+	// +optional
+	Consumer string `json:"consumer,omitempty"`
+
+	// consumerDeletionPolicy says whether deleting the sink keeps the
+	// consumer (Retain, the default: a re-created sink resumes where it
+	// stopped) or deletes it (Delete).
+	// +kubebuilder:default=Retain
+	// +optional
+	ConsumerDeletionPolicy ConsumerDeletionPolicy `json:"consumerDeletionPolicy,omitempty"`
+
+	// filterSubjects restricts the consumer to these subjects of the stream.
+	// Empty means every subject.
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MinLength=1
+	// +listType=set
+	// +optional
+	FilterSubjects []string `json:"filterSubjects,omitempty"`
+
+	// ackWait is how long the server waits for an ACK before redelivering.
+	// Must be longer than batch.maxAge; workers keep events in open batches
+	// leased, so it bounds only how fast a dead worker's events come back.
+	// +kubebuilder:default="2m"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +optional
+	AckWait metav1.Duration `json:"ackWait,omitempty"`
+
+	// maxDeliver is how many times an event is delivered before JetStream
+	// gives up on it.
+	// +kubebuilder:default=10
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	MaxDeliver int32 `json:"maxDeliver,omitempty"`
+
+	// fetchBatchSize is how many messages a worker asks for per pull request.
+	// +kubebuilder:default=500
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=10000
+	// +optional
+	FetchBatchSize int32 `json:"fetchBatchSize,omitempty"`
+
+	// deadLetterSubject receives poison events (undecodable, or missing
+	// app_id, event or timestamp) with headers saying why, before they are
+	// terminated. Empty means poison events are terminated and counted only.
+	// +kubebuilder:validation:Pattern=`^[^\s*>]+$`
+	// +optional
+	DeadLetterSubject string `json:"deadLetterSubject,omitempty"`
+
+	// credentialsSecretRef names a Secret in the sink's namespace holding
+	// NATS credentials under any of the keys user, password, token, nkey
+	// (a seed) or creds (a .creds file's contents).
+	// +optional
+	CredentialsSecretRef *corev1.LocalObjectReference `json:"credentialsSecretRef,omitempty"`
+}
+
+// DestinationSpec is where Parquet files are written.
+type DestinationSpec struct {
+	// bucket is the S3 bucket name.
+	// +kubebuilder:validation:MinLength=3
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9][a-z0-9.-]*[a-z0-9]$`
+	Bucket string `json:"bucket"`
+
+	// prefix starts every object key, e.g. events/. Keys continue with
+	// app_id=<app>/date=YYYY-MM-DD/hour=HH/.
+	// +kubebuilder:validation:MaxLength=512
+	// +optional
+	Prefix string `json:"prefix,omitempty"`
+
+	// region of the bucket.
+	// +kubebuilder:default=us-east-1
+	// +optional
+	Region string `json:"region,omitempty"`
+
+	// endpoint of an S3-compatible store (MinIO, versitygw, R2...). Empty
+	// means AWS S3.
+	// +kubebuilder:validation:Pattern=`^https?://[^\s]+$`
+	// +optional
+	Endpoint string `json:"endpoint,omitempty"`
+
+	// forcePathStyle addresses the bucket in the path rather than the host
+	// name, as most S3-compatible stores need.
+	// +optional
+	ForcePathStyle bool `json:"forcePathStyle,omitempty"`
+
+	// credentialsSecretRef names a Secret in the sink's namespace with the
+	// keys AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and optionally
+	// AWS_SESSION_TOKEN. Without it the workers use the pod's identity
+	// (IAM Roles for Service Accounts, instance role).
+	// +optional
+	CredentialsSecretRef *corev1.LocalObjectReference `json:"credentialsSecretRef,omitempty"`
+}
+
+// BatchSpec bounds a partition's batch: it is written as one Parquet file
+// when any limit is reached.
+type BatchSpec struct {
+	// maxEvents per file.
+	// +kubebuilder:default=10000
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=10000000
+	// +optional
+	MaxEvents int32 `json:"maxEvents,omitempty"`
+
+	// maxBytes of event data per file, as a quantity (64Mi).
+	// +kubebuilder:default="64Mi"
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).isGreaterThan(quantity('0'))",message="maxBytes must be greater than zero"
+	// +optional
+	MaxBytes *resource.Quantity `json:"maxBytes,omitempty"`
+
+	// maxAge is how long the oldest event of a batch may wait before the
+	// batch is written, whatever its size.
+	// +kubebuilder:default="60s"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +optional
+	MaxAge metav1.Duration `json:"maxAge,omitempty"`
+
+	// maxBufferedBytes caps the event data one worker pod holds across all
+	// open batches; above it the largest batches are written first, so
+	// memory stays bounded under any backlog.
+	// +kubebuilder:default="256Mi"
+	// +optional
+	MaxBufferedBytes *resource.Quantity `json:"maxBufferedBytes,omitempty"`
+}
+
+// Compression is a Parquet compression codec.
+// +kubebuilder:validation:Enum=zstd;snappy;gzip;none
+type Compression string
+
+// ParquetSpec sets how files are encoded.
+type ParquetSpec struct {
+	// compression codec of the files' column chunks.
+	// +kubebuilder:default=zstd
+	// +optional
+	Compression Compression `json:"compression,omitempty"`
+}
+
+// TimeGranularity is the width of the time partition.
+// +kubebuilder:validation:Enum=hour;day
+type TimeGranularity string
+
+// PartitioningSpec sets the object keys' partitions.
+type PartitioningSpec struct {
+	// timeGranularity of the partition on each event's timestamp (UTC):
+	// hour gives date=YYYY-MM-DD/hour=HH/, day gives date=YYYY-MM-DD/.
+	// +kubebuilder:default=hour
+	// +optional
+	TimeGranularity TimeGranularity `json:"timeGranularity,omitempty"`
+}
+
+// WarehouseSinkStatus is what the operator observed of a sink.
+type WarehouseSinkStatus struct {
+	// observedGeneration is the spec generation the workers run: it moves
+	// once the Deployment has rolled out that generation.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// replicas is the number of worker pods (for the /scale subresource).
+	// +optional
+	Replicas int32 `json:"replicas,omitempty"`
+
+	// readyReplicas is the number of worker pods ready to consume.
+	// +optional
+	ReadyReplicas int32 `json:"readyReplicas,omitempty"`
+
+	// selector is the label selector of the worker pods, for the /scale
+	// subresource (HorizontalPodAutoscaler, KEDA).
+	// +optional
+	Selector string `json:"selector,omitempty"`
+
+	// consumer reports the JetStream consumer's backlog.
+	// +optional
+	Consumer *ConsumerStatus `json:"consumer,omitempty"`
+
+	// conditions: Ready (workers available and consumer present),
+	// Progressing (a rollout or scale is under way), Degraded (something the
+	// user must fix, with a reason and message saying what).
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// ConsumerStatus is a snapshot of the consumer's counters.
+type ConsumerStatus struct {
+	// numPending is how many stream messages the consumer has not delivered
+	// yet: the sink's lag.
+	NumPending uint64 `json:"numPending"`
+	// numAckPending is how many delivered messages wait for an ACK.
+	NumAckPending int64 `json:"numAckPending"`
+	// numRedelivered is how many messages were delivered more than once.
+	NumRedelivered int64 `json:"numRedelivered"`
+}
+
+// WarehouseSink runs a sink from a NATS JetStream stream to S3 as Parquet
+// files: a Deployment of workers that ACK each event only once the file
+// holding it is written.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:subresource:scale:specpath=.spec.replicas,statuspath=.status.replicas,selectorpath=.status.selector
+// +kubebuilder:resource:shortName=sink;sinks,categories=jetsink
+// +kubebuilder:printcolumn:name="Stream",type=string,JSONPath=`.spec.source.stream`
+// +kubebuilder:printcolumn:name="Bucket",type=string,JSONPath=`.spec.destination.bucket`
+// +kubebuilder:printcolumn:name="Replicas",type=integer,JSONPath=`.spec.replicas`
+// +kubebuilder:printcolumn:name="Ready",type=integer,JSONPath=`.status.readyReplicas`
+// +kubebuilder:printcolumn:name="Lag",type=integer,JSONPath=`.status.consumer.numPending`
+// +kubebuilder:printcolumn:name="Status",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type WarehouseSink struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is the desired sink.
+	Spec WarehouseSinkSpec `json:"spec"`
+	// status is what the operator observed.
+	// +optional
+	Status WarehouseSinkStatus `json:"status,omitempty"`
+}
+
+// WarehouseSinkList is a list of WarehouseSinks.
+//
+// +kubebuilder:object:root=true
+type WarehouseSinkList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []WarehouseSink `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&WarehouseSink{}, &WarehouseSinkList{})
+}

@@ -1,0 +1,73 @@
+package controllers
+
+import (
+	"context"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/util/workqueue"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	jetsinkv1 "github.com/jetsink/jetsink/api/v1alpha1"
+)
+
+// secretRefIndex indexes sinks by the names of the Secrets they reference,
+// so a Secret's change wakes exactly the sinks that use it.
+const secretRefIndex = ".spec.secretRefs"
+
+// SetupWithManager registers the controller: sinks (on spec changes), the
+// Deployments and Services they own, and the Secrets they reference.
+func (r *WarehouseSinkReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &jetsinkv1.WarehouseSink{}, secretRefIndex,
+		func(o client.Object) []string { return secretRefs(o.(*jetsinkv1.WarehouseSink)) }); err != nil {
+		return err
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&jetsinkv1.WarehouseSink{}, builder.WithPredicates(
+			predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
+		Owns(&appsv1.Deployment{}).
+		Owns(&corev1.Service{}).
+		// Only the Secrets' metadata is cached: the operator must not hold
+		// every Secret of the cluster in memory. Their data is read on
+		// demand through the APIReader.
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.sinksUsingSecret), builder.OnlyMetadata).
+		WithOptions(controller.Options{
+			// Retries of transient failures (NATS down) back off from 1s to
+			// a minute, never a hot loop and never longer than a minute.
+			RateLimiter: workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](time.Second, time.Minute),
+		}).
+		Named("warehousesink").
+		Complete(r)
+}
+
+func secretRefs(sink *jetsinkv1.WarehouseSink) []string {
+	var names []string
+	if ref := sink.Spec.Source.CredentialsSecretRef; ref != nil {
+		names = append(names, ref.Name)
+	}
+	if ref := sink.Spec.Destination.CredentialsSecretRef; ref != nil {
+		names = append(names, ref.Name)
+	}
+	return names
+}
+
+func (r *WarehouseSinkReconciler) sinksUsingSecret(ctx context.Context, secret client.Object) []reconcile.Request {
+	var sinks jetsinkv1.WarehouseSinkList
+	if err := r.List(ctx, &sinks, client.InNamespace(secret.GetNamespace()),
+		client.MatchingFields{secretRefIndex: secret.GetName()}); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Failed to list sinks using a Secret", "secret", secret.GetName())
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(sinks.Items))
+	for _, s := range sinks.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&s)})
+	}
+	return reqs
+}

@@ -1,0 +1,175 @@
+package workload
+
+import (
+	"math"
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+
+	jetsinkv1 "github.com/jetsink/jetsink/api/v1alpha1"
+	"github.com/jetsink/jetsink/sinkworker/config"
+)
+
+// WorkerCommand is the worker's entrypoint in the image (the operator's
+// own image ships both binaries).
+const WorkerCommand = "sinkworker"
+
+// workerUID is the non-root user the worker runs as (distroless nonroot).
+const workerUID = 65532
+
+// Credentials are the resolved credential Secrets of a sink, nil when the
+// sink names none. The controller fetches them; the builder only needs their
+// names and versions.
+type Credentials struct {
+	NATS, S3 *corev1.Secret
+}
+
+// Deployment returns the Deployment running the sink's workers. image is
+// used when the sink names none.
+func Deployment(sink *jetsinkv1.WarehouseSink, image string, creds Credentials) *appsv1.Deployment {
+	spec := sink.Spec
+	if spec.Image != "" {
+		image = spec.Image
+	}
+	cfg := WorkerConfig(sink)
+
+	podLabels := Labels(sink)
+	for k, v := range spec.PodLabels {
+		if _, reserved := podLabels[k]; !reserved {
+			podLabels[k] = v
+		}
+	}
+	podAnnotations := map[string]string{}
+	for k, v := range spec.PodAnnotations {
+		podAnnotations[k] = v
+	}
+	if v := credentialsVersion(creds); v != "" {
+		podAnnotations[AnnotationCredentialsVersion] = v
+	}
+
+	probe := func(path string, period int32) *corev1.Probe {
+		return &corev1.Probe{
+			ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+				Path: path, Port: intstr.FromString("metrics"),
+			}},
+			PeriodSeconds:    period,
+			FailureThreshold: 3,
+		}
+	}
+
+	container := corev1.Container{
+		Name:            "sinkworker",
+		Image:           image,
+		ImagePullPolicy: spec.ImagePullPolicy,
+		Command:         []string{WorkerCommand},
+		Env:             workerEnv(cfg, sink, creds),
+		Ports: []corev1.ContainerPort{{
+			Name: "metrics", ContainerPort: config.MetricsPort, Protocol: corev1.ProtocolTCP,
+		}},
+		Resources:      spec.Resources,
+		LivenessProbe:  probe("/healthz", 10),
+		ReadinessProbe: probe("/readyz", 5),
+		SecurityContext: &corev1.SecurityContext{
+			RunAsNonRoot:             ptr.To(true),
+			RunAsUser:                ptr.To[int64](workerUID),
+			ReadOnlyRootFilesystem:   ptr.To(true),
+			AllowPrivilegeEscalation: ptr.To(false),
+			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		},
+		VolumeMounts: []corev1.VolumeMount{{Name: "tmp", MountPath: "/tmp"}},
+	}
+
+	d := &appsv1.Deployment{
+		TypeMeta: metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      sink.Name,
+			Namespace: sink.Namespace,
+			Labels:    Labels(sink),
+		},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To(ptr.Deref(spec.Replicas, 1)),
+			Selector: &metav1.LabelSelector{MatchLabels: SelectorLabels(sink)},
+			// A rolling update that never drops below the desired count:
+			// the old pod drains while its replacement already consumes.
+			Strategy: appsv1.DeploymentStrategy{
+				Type: appsv1.RollingUpdateDeploymentStrategyType,
+				RollingUpdate: &appsv1.RollingUpdateDeployment{
+					MaxUnavailable: ptr.To(intstr.FromInt32(0)),
+					MaxSurge:       ptr.To(intstr.FromInt32(1)),
+				},
+			},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: podLabels, Annotations: podAnnotations},
+				Spec: corev1.PodSpec{
+					Containers:                    []corev1.Container{container},
+					TerminationGracePeriodSeconds: ptr.To(GracePeriodSeconds(sink)),
+					ServiceAccountName:            spec.ServiceAccountName,
+					NodeSelector:                  spec.NodeSelector,
+					Tolerations:                   spec.Tolerations,
+					Affinity:                      spec.Affinity,
+					SecurityContext: &corev1.PodSecurityContext{
+						RunAsNonRoot:   ptr.To(true),
+						SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+					},
+					Volumes: []corev1.Volume{{
+						Name:         "tmp",
+						VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}},
+					}},
+				},
+			},
+		},
+	}
+	d.Annotations = map[string]string{AnnotationSpecHash: specHash(d.Spec)}
+	return d
+}
+
+// GracePeriodSeconds is ceil(spec.shutdownTimeout) + GracePeriodMargin.
+func GracePeriodSeconds(sink *jetsinkv1.WarehouseSink) int64 {
+	timeout := WorkerConfig(sink).ShutdownTimeout
+	return int64(math.Ceil(timeout.Seconds())) + GracePeriodMargin
+}
+
+// workerEnv is the worker's configuration as env, then the credentials as
+// references into the user's Secrets (never copied into the pod spec).
+func workerEnv(cfg config.Config, sink *jetsinkv1.WarehouseSink, creds Credentials) []corev1.EnvVar {
+	var env []corev1.EnvVar
+	for _, e := range cfg.Environ() {
+		env = append(env, corev1.EnvVar{Name: e.Name, Value: e.Value})
+	}
+	if ref := sink.Spec.Source.CredentialsSecretRef; ref != nil {
+		env = append(env, secretEnv(ref.Name, config.NATSSecretEnv)...)
+	}
+	if ref := sink.Spec.Destination.CredentialsSecretRef; ref != nil {
+		env = append(env, secretEnv(ref.Name, config.S3SecretEnv)...)
+	}
+	return env
+}
+
+func secretEnv(secret string, vars []config.SecretEnv) []corev1.EnvVar {
+	out := make([]corev1.EnvVar, 0, len(vars))
+	for _, v := range vars {
+		out = append(out, corev1.EnvVar{Name: v.Env, ValueFrom: &corev1.EnvVarSource{
+			SecretKeyRef: &corev1.SecretKeySelector{
+				LocalObjectReference: corev1.LocalObjectReference{Name: secret},
+				Key:                  v.Key,
+				Optional:             ptr.To(v.Optional),
+			},
+		}})
+	}
+	return out
+}
+
+func credentialsVersion(creds Credentials) string {
+	var parts []string
+	for _, s := range []*corev1.Secret{creds.NATS, creds.S3} {
+		if s != nil {
+			parts = append(parts, s.Name+"@"+s.ResourceVersion)
+		}
+	}
+	return strings.Join(parts, ",")
+}

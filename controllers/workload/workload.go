@@ -1,0 +1,135 @@
+// Package workload builds the objects a WarehouseSink owns, as pure
+// functions of the sink: the worker configuration (WorkerConfig), the
+// Deployment that runs the workers (Deployment) and the Service that exposes
+// their metrics (Service). The controller applies what these return; tests
+// check them without an API server.
+package workload
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"math"
+
+	jetsinkv1 "github.com/jetsink/jetsink/api/v1alpha1"
+	"github.com/jetsink/jetsink/sinkworker/config"
+)
+
+// Labels every object of a sink carries; SelectorLabels pick its pods.
+const (
+	LabelName      = "app.kubernetes.io/name"
+	LabelInstance  = "app.kubernetes.io/instance"
+	LabelComponent = "app.kubernetes.io/component"
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+
+	// WorkerName is the app.kubernetes.io/name of the worker pods.
+	WorkerName = "jetsink-sinkworker"
+	// ManagerName is the field owner and managed-by value of the operator.
+	ManagerName = "jetsink"
+
+	// AnnotationSpecHash records the hash of the desired spec on an owned
+	// object, so the controller updates it only when that changes.
+	AnnotationSpecHash = "jetsink.dev/spec-hash"
+	// AnnotationCredentialsVersion on the pod template carries the
+	// resourceVersions of the credential Secrets, so rotating a credential
+	// rolls the workers (env from a Secret is read only at container start).
+	AnnotationCredentialsVersion = "jetsink.dev/credentials-version"
+)
+
+// GracePeriodMargin is added to spec.shutdownTimeout to make the pod's
+// terminationGracePeriodSeconds. The worker stops itself after
+// shutdownTimeout; the margin covers what comes after its deadline (NAKing
+// what could not be written, closing the NATS connection, exiting) so the
+// kubelet's SIGKILL never lands in the middle of a drain.
+const GracePeriodMargin = 15
+
+// minEventBytes is the smallest event size MaxAckPending is sized for: a
+// worker may hold maxBufferedBytes of events unacknowledged, so the
+// consumer must allow that many events of this size per pod.
+const minEventBytes = 128
+
+// SelectorLabels select the worker pods of a sink.
+func SelectorLabels(sink *jetsinkv1.WarehouseSink) map[string]string {
+	return map[string]string{LabelName: WorkerName, LabelInstance: sink.Name}
+}
+
+// Labels are set on every object the sink owns.
+func Labels(sink *jetsinkv1.WarehouseSink) map[string]string {
+	l := SelectorLabels(sink)
+	l[LabelComponent] = "sink-worker"
+	l[LabelManagedBy] = ManagerName
+	return l
+}
+
+// WorkerConfig renders the sink's spec into the worker's configuration, the
+// struct the worker itself loads from the environment.
+func WorkerConfig(sink *jetsinkv1.WarehouseSink) config.Config {
+	s := sink.Spec
+	c := config.Default()
+	c.NATSURL = s.Source.URL
+	c.Stream = s.Source.Stream
+	setIf(&c.Consumer, s.Source.Consumer)
+	c.FilterSubjects = s.Source.FilterSubjects
+	setIf(&c.AckWait, s.Source.AckWait.Duration)
+	setIf(&c.MaxDeliver, int(s.Source.MaxDeliver))
+	setIf(&c.FetchBatchSize, int(s.Source.FetchBatchSize))
+	c.DeadLetterSubject = s.Source.DeadLetterSubject
+
+	c.Bucket = s.Destination.Bucket
+	c.Prefix = s.Destination.Prefix
+	setIf(&c.Region, s.Destination.Region)
+	c.Endpoint = s.Destination.Endpoint
+	c.ForcePathStyle = s.Destination.ForcePathStyle
+
+	setIf(&c.Workers, int(s.WorkersPerReplica))
+	setIf(&c.BatchMaxEvents, int(s.Batch.MaxEvents))
+	if s.Batch.MaxBytes != nil {
+		c.BatchMaxBytes = s.Batch.MaxBytes.Value()
+	}
+	setIf(&c.BatchMaxAge, s.Batch.MaxAge.Duration)
+	if s.Batch.MaxBufferedBytes != nil {
+		c.MaxBufferedBytes = s.Batch.MaxBufferedBytes.Value()
+	}
+	setIf(&c.Compression, string(s.Parquet.Compression))
+	setIf(&c.TimeGranularity, string(s.Partitioning.TimeGranularity))
+	setIf(&c.ShutdownTimeout, s.ShutdownTimeout.Duration)
+	c.MaxAckPending = maxAckPendingPerPod(c)
+	return c
+}
+
+// maxAckPendingPerPod is how many unacknowledged events one pod may hold:
+// everything its buffered-bytes cap allows plus one fetch per worker. It is
+// sized so that the worker's own cap, not the server, bounds its batches;
+// otherwise partitions would stall half-full and flush only on maxAge.
+func maxAckPendingPerPod(c config.Config) int {
+	n := c.MaxBufferedBytes/minEventBytes + int64(c.Workers*c.FetchBatchSize)
+	return int(min(n, math.MaxInt32))
+}
+
+// MaxAckPending is the consumer's limit for the whole sink: the per-pod
+// limit times the replicas (at least one, so a sink scaled to zero keeps a
+// usable consumer).
+func MaxAckPending(sink *jetsinkv1.WarehouseSink, perPod int) int {
+	replicas := int64(1)
+	if sink.Spec.Replicas != nil && *sink.Spec.Replicas > 1 {
+		replicas = int64(*sink.Spec.Replicas)
+	}
+	return int(min(replicas*int64(perPod), math.MaxInt32))
+}
+
+func setIf[T comparable](dst *T, v T) {
+	var zero T
+	if v != zero {
+		*dst = v
+	}
+}
+
+// specHash is a stable hash of an object's desired spec.
+func specHash(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic("workload: spec not serialisable: " + err.Error())
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
+}
