@@ -110,3 +110,35 @@ func TestObjectKey(t *testing.T) {
 		t.Errorf("day key = %s, want %s", got, want)
 	}
 }
+
+// A large backlog goes through one worker process at a useful rate; the
+// rate is logged for the benchmark record (go test -v -run Throughput).
+func TestThroughput(t *testing.T) {
+	if testing.Short() {
+		t.Skip("large backlog")
+	}
+	e := newEnv(t)
+	e.cfg.Workers = 4
+	e.cfg.AckWait = 30 * time.Second
+	e.cfg.BatchMaxEvents = 10000
+	e.cfg.BatchMaxAge = time.Second
+	e.cfg.Endpoint = e.s3.URL // no proxy hop
+	evs := makeEvents(100000, []string{"shop", "blog", "game"}, 2)
+	e.publish(evs)
+	start := time.Now()
+	w := e.start(Backoff{})
+	eventually(t, 90*time.Second, "backlog written", func() bool {
+		return metric(t, w.reg, "jetsink_events_acked_total") == float64(len(evs))
+	})
+	elapsed := time.Since(start)
+	w.stop(t)
+	rate := float64(len(evs)) / elapsed.Seconds()
+	t.Logf("%d events in %s: %.0f events/s, %v files, peak buffered %v bytes", len(evs), elapsed.Round(time.Millisecond), rate,
+		metric(t, w.reg, "jetsink_files_written_total"), metric(t, w.reg, "jetsink_buffered_bytes_peak"))
+	e.checkWritten(evs)
+	// Far below the target; only a gross regression (a per-event round
+	// trip, a lock held across an upload) would fail this.
+	if rate < 5000 {
+		t.Errorf("%.0f events/s", rate)
+	}
+}

@@ -1,0 +1,280 @@
+package sinkworker
+
+import (
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetsink/jetsink/internal/testutil/s3test"
+)
+
+// Poison events go to the dead-letter subject with headers that say why and
+// where from, are Term'd (never redelivered) and counted; the good events
+// around them are all written.
+func TestPoisonIsDeadLetteredAndTerminated(t *testing.T) {
+	e := newEnv(t)
+	e.nats.CreateStream(t, "DLQ", "dlq.events")
+	e.cfg.DeadLetterSubject = "dlq.events"
+	poisons := []struct {
+		body, reason string
+	}{
+		{`{"app_id":"shop","event":"x","timestamp":`, reasonInvalidJSON},
+		{`not json at all`, reasonInvalidJSON},
+		{`{"event":"x","timestamp":1700000000000}`, reasonMissingAppID},
+		{`{"app_id":"a/b","event":"x","timestamp":1700000000000}`, reasonInvalidAppID},
+		{`{"app_id":"shop","timestamp":1700000000000}`, reasonMissingEvent},
+		{`{"app_id":"shop","event":"x"}`, reasonMissingTimestamp},
+		{`{"app_id":"shop","event":"x","timestamp":"yesterday"}`, reasonInvalidTimestamp},
+		{`{"app_id":"shop","event":"x","timestamp":1700000000000,"properties":[1]}`, reasonInvalidField},
+		{`{"app_id":7,"event":"x","timestamp":1700000000000}`, reasonInvalidField},
+	}
+	good := makeEvents(400, []string{"shop", "blog"}, 2)
+	for i, ev := range good {
+		e.publishRaw("events."+ev.App, ev.body(i))
+		if i%40 == 0 && i/40 < len(poisons) {
+			e.publishRaw("events.bad", []byte(poisons[i/40].body))
+		}
+	}
+	e.waitPublished()
+	w := e.start(Backoff{})
+
+	eventually(t, 20*time.Second, "good events ACKed and poison terminated", func() bool {
+		return metric(t, w.reg, "jetsink_events_acked_total") == float64(len(good)) &&
+			metric(t, w.reg, "jetsink_events_terminated_total") == float64(len(poisons))
+	})
+	w.stop(t)
+	e.checkWritten(good)
+
+	wantReasons := map[string]int{}
+	for _, p := range poisons {
+		wantReasons[p.reason]++
+	}
+	for reason, n := range wantReasons {
+		if got := metric(t, w.reg, "jetsink_events_terminated_total", "reason", reason); got != float64(n) {
+			t.Errorf("terminated{reason=%s} = %v, want %d", reason, got, n)
+		}
+	}
+	if got := metric(t, w.reg, "jetsink_events_dead_lettered_total"); got != float64(len(poisons)) {
+		t.Errorf("dead_lettered = %v, want %d", got, len(poisons))
+	}
+
+	// Every poison event is on the dead-letter stream, body intact, with
+	// headers naming the reason and the original message.
+	dlq, err := e.js.OrderedConsumer(t.Context(), "DLQ", jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := dlq.Fetch(len(poisons)+1, jetstream.FetchMaxWait(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]jetstream.Msg{}
+	for m := range batch.Messages() {
+		got[string(m.Data())] = m
+	}
+	if len(got) != len(poisons) {
+		t.Errorf("dead-letter stream holds %d messages, want %d", len(got), len(poisons))
+	}
+	for _, p := range poisons {
+		m, ok := got[p.body]
+		if !ok {
+			t.Errorf("poison %q not dead-lettered", p.body)
+			continue
+		}
+		h := m.Headers()
+		seq, _ := strconv.Atoi(h.Get(HeaderStreamSeq))
+		if h.Get(HeaderError) != p.reason || h.Get(HeaderSubject) != "events.bad" || seq <= 0 ||
+			h.Get(HeaderDeliveries) != "1" || h.Get(HeaderStream) != testStream {
+			t.Errorf("poison %q dead-lettered with headers %v", p.body, h)
+		}
+	}
+	info := e.consumer()
+	if info.NumPending != 0 || info.NumAckPending != 0 || info.NumRedelivered != 0 {
+		t.Errorf("consumer: pending %d, ack pending %d, redelivered %d; want 0 (poison Term'd, not redelivered)",
+			info.NumPending, info.NumAckPending, info.NumRedelivered)
+	}
+}
+
+// With a dead-letter subject that no stream captures, poison still reaches
+// subscribers (core publish, flushed) before it is Term'd.
+func TestPoisonWithoutDeadLetterStream(t *testing.T) {
+	e := newEnv(t)
+	e.cfg.DeadLetterSubject = "dlq.core"
+	sub, err := e.nc.SubscribeSync("dlq.core")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.publishRaw("events.bad", []byte(`{"app_id":"shop"}`))
+	e.publish(makeEvents(10, []string{"shop"}, 1))
+	w := e.start(Backoff{})
+	m, err := sub.NextMsg(10 * time.Second)
+	if err != nil {
+		t.Fatalf("no dead-letter message on the core subject: %v", err)
+	}
+	if m.Header.Get(HeaderError) != reasonMissingEvent || string(m.Data) != `{"app_id":"shop"}` {
+		t.Errorf("dead-letter message %q with headers %v", m.Data, m.Header)
+	}
+	eventually(t, 10*time.Second, "poison terminated, good ACKed", func() bool {
+		return metric(t, w.reg, "jetsink_events_terminated_total", "reason", reasonMissingEvent) == 1 &&
+			metric(t, w.reg, "jetsink_events_acked_total") == 10
+	})
+}
+
+// While S3 fails nothing is ACKed and events are NAKed with a backoff (no
+// redelivery storm); once S3 recovers every event is written, none lost.
+func TestS3OutageLosesNothing(t *testing.T) {
+	e := newEnv(t)
+	e.proxy.Set("", s3test.Fault{Status: 503})
+	evs := makeEvents(600, []string{"shop", "blog"}, 2)
+	e.publish(evs)
+	backoff := Backoff{Base: 200 * time.Millisecond, Max: 800 * time.Millisecond}
+	w := e.start(backoff)
+
+	outage := 3 * time.Second
+	time.Sleep(outage)
+	if got := metric(t, w.reg, "jetsink_events_acked_total"); got != 0 {
+		t.Fatalf("%v events ACKed while S3 was failing", got)
+	}
+	if keys := e.s3.List(t, testBucket, ""); len(keys) != 0 {
+		t.Fatalf("objects written while S3 was failing: %v", keys)
+	}
+	nacked := metric(t, w.reg, "jetsink_events_nacked_total")
+	if nacked < float64(len(evs)) {
+		t.Errorf("only %v NAKs during the outage, want every event NAKed at least once", nacked)
+	}
+	// With the backoff, each event is delivered at most ~outage/base times;
+	// an immediate NAK would redeliver it hundreds of times.
+	received := metric(t, w.reg, "jetsink_events_received_total")
+	if maxDeliveries := float64(len(evs)) * (1 + float64(outage/backoff.Base)); received > maxDeliveries {
+		t.Errorf("%v deliveries of %d events in %s: redelivery is not backed off", received, len(evs), outage)
+	}
+	if e.proxy.Faults() == 0 || metric(t, w.reg, "jetsink_s3_errors_total", "operation", "PutObject") == 0 {
+		t.Error("S3 errors not seen or not counted")
+	}
+	if ap := e.consumer().AckFloor.Stream; ap != 0 {
+		t.Errorf("consumer ack floor moved to %d during the outage", ap)
+	}
+
+	e.proxy.Clear()
+	eventually(t, 30*time.Second, "every event written after recovery", func() bool {
+		return metric(t, w.reg, "jetsink_events_acked_total") == float64(len(evs))
+	})
+	w.stop(t)
+	e.checkWritten(evs)
+	if info := e.consumer(); info.NumPending != 0 || info.NumAckPending != 0 {
+		t.Errorf("consumer after recovery: pending %d, ack pending %d", info.NumPending, info.NumAckPending)
+	}
+}
+
+// One partition whose uploads fail does not hold back the others.
+func TestFailingPartitionIsIsolated(t *testing.T) {
+	e := newEnv(t)
+	e.proxy.Set(testPrefix+"app_id=broken/", s3test.Fault{Status: 500})
+	evs := makeEvents(900, []string{"shop", "broken", "blog"}, 2)
+	var ok, broken []testEvent
+	for _, ev := range evs {
+		if ev.App == "broken" {
+			broken = append(broken, ev)
+		} else {
+			ok = append(ok, ev)
+		}
+	}
+	e.publish(evs)
+	w := e.start(Backoff{Base: 200 * time.Millisecond, Max: time.Second})
+
+	eventually(t, 20*time.Second, "healthy partitions ACKed", func() bool {
+		return metric(t, w.reg, "jetsink_events_acked_total") == float64(len(ok))
+	})
+	for _, key := range e.s3.List(t, testBucket, "") {
+		if strings.Contains(key, "app_id=broken/") {
+			t.Errorf("broken partition written: %s", key)
+		}
+	}
+	eventually(t, 20*time.Second, "failing partition's events NAKed", func() bool {
+		return metric(t, w.reg, "jetsink_events_nacked_total") >= float64(len(broken))
+	})
+	if got := metric(t, w.reg, "jetsink_events_acked_total"); got != float64(len(ok)) {
+		t.Errorf("%v events ACKed, want only the %d of healthy partitions", got, len(ok))
+	}
+	e.checkWritten(ok)
+
+	e.proxy.Clear()
+	eventually(t, 20*time.Second, "failing partition written after recovery", func() bool {
+		return metric(t, w.reg, "jetsink_events_acked_total") == float64(len(evs))
+	})
+	w.stop(t)
+	e.checkWritten(evs)
+}
+
+// A batch that waits longer than half of AckWait (here: an upload that
+// hangs for 2.5x AckWait) is kept leased, so JetStream does not redeliver
+// it behind the worker's back.
+func TestWaitingBatchIsKeptLeased(t *testing.T) {
+	e := newEnv(t)
+	e.cfg.AckWait = time.Second
+	e.cfg.BatchMaxAge = 200 * time.Millisecond
+	e.proxy.Set("", s3test.Fault{Delay: 2500 * time.Millisecond})
+	evs := makeEvents(200, []string{"shop"}, 1)
+	e.publish(evs)
+	w := e.start(Backoff{})
+
+	eventually(t, 20*time.Second, "events ACKed after the slow upload", func() bool {
+		return metric(t, w.reg, "jetsink_events_acked_total") == float64(len(evs))
+	})
+	w.stop(t)
+	if got := metric(t, w.reg, "jetsink_events_lease_renewals_total"); got < float64(len(evs)) {
+		t.Errorf("%v lease renewals, want every waiting event leased", got)
+	}
+	if got := metric(t, w.reg, "jetsink_events_received_total"); got != float64(len(evs)) {
+		t.Errorf("received %v deliveries of %d events: events were redelivered while their batch waited", got, len(evs))
+	}
+	if info := e.consumer(); info.NumRedelivered != 0 {
+		t.Errorf("consumer redelivered %d events", info.NumRedelivered)
+	}
+	e.checkWritten(evs)
+}
+
+// A backlog many times MaxBufferedBytes is written while the bytes held in
+// memory never exceed the cap: fetching waits for uploads instead.
+func TestMemoryStaysBounded(t *testing.T) {
+	e := newEnv(t)
+	e.cfg.MaxBufferedBytes = 256 << 10
+	e.cfg.BatchMaxBytes = 64 << 10
+	e.cfg.BatchMaxEvents = 100000
+	e.cfg.BatchMaxAge = 500 * time.Millisecond
+	e.cfg.Workers = 4
+	// Slow uploads make the backlog pile up against the cap.
+	e.proxy.Set("", s3test.Fault{Delay: 5 * time.Millisecond})
+	evs := makeEvents(10000, []string{"a", "b", "c"}, 2)
+	e.publish(evs)
+	backlog := 0
+	for i, ev := range evs {
+		backlog += int(eventSize(ev.body(i)))
+	}
+	if backlog < 20*int(e.cfg.MaxBufferedBytes) {
+		t.Fatalf("backlog %d is not many times the cap", backlog)
+	}
+	w := e.start(Backoff{})
+	eventually(t, 60*time.Second, "backlog written", func() bool {
+		return metric(t, w.reg, "jetsink_events_acked_total") == float64(len(evs))
+	})
+	w.stop(t)
+	peak := metric(t, w.reg, "jetsink_buffered_bytes_peak")
+	t.Logf("files %v, memory cuts %v, flush seconds sum n=%v", metric(t, w.reg, "jetsink_files_written_total"),
+		metric(t, w.reg, "jetsink_flushes_total", "reason", flushMemory), metric(t, w.reg, "jetsink_flush_duration_seconds"))
+	t.Logf("backlog %d bytes, cap %d, peak buffered %v (%.0f%% of cap)", backlog, e.cfg.MaxBufferedBytes, peak,
+		100*peak/float64(e.cfg.MaxBufferedBytes))
+	if peak > float64(e.cfg.MaxBufferedBytes) {
+		t.Errorf("peak buffered bytes %v exceeded MaxBufferedBytes %d", peak, e.cfg.MaxBufferedBytes)
+	}
+	if peak < float64(e.cfg.MaxBufferedBytes)/4 {
+		t.Errorf("peak buffered bytes %v: the test never pressed against the cap", peak)
+	}
+	if metric(t, w.reg, "jetsink_flushes_total", "reason", flushMemory) == 0 {
+		t.Error("no flush was triggered by the memory cap")
+	}
+	e.checkWritten(evs)
+}
