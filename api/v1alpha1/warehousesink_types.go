@@ -41,7 +41,7 @@ type WarehouseSinkSpec struct {
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('1h')",message="shutdownTimeout must be between 1s and 1h"
 	// +optional
-	ShutdownTimeout metav1.Duration `json:"shutdownTimeout,omitempty"`
+	ShutdownTimeout *metav1.Duration `json:"shutdownTimeout,omitempty"`
 
 	// source is the JetStream stream and durable consumer events are read from.
 	Source SourceSpec `json:"source"`
@@ -163,7 +163,7 @@ type SourceSpec struct {
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
 	// +optional
-	AckWait metav1.Duration `json:"ackWait,omitempty"`
+	AckWait *metav1.Duration `json:"ackWait,omitempty"`
 
 	// maxDeliver is how many times an event is delivered before JetStream
 	// gives up on it.
@@ -253,7 +253,7 @@ type BatchSpec struct {
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
 	// +optional
-	MaxAge metav1.Duration `json:"maxAge,omitempty"`
+	MaxAge *metav1.Duration `json:"maxAge,omitempty"`
 
 	// maxBufferedBytes caps the event data one worker pod holds across all
 	// open batches; above it the largest batches are written first, so

@@ -5,8 +5,8 @@
 package v1alpha1
 
 import (
-	"k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1"
 	runtime "k8s.io/apimachinery/pkg/runtime"
 )
 
@@ -18,7 +18,11 @@ func (in *BatchSpec) DeepCopyInto(out *BatchSpec) {
 		x := (*in).DeepCopy()
 		*out = &x
 	}
-	out.MaxAge = in.MaxAge
+	if in.MaxAge != nil {
+		in, out := &in.MaxAge, &out.MaxAge
+		*out = new(v1.Duration)
+		**out = **in
+	}
 	if in.MaxBufferedBytes != nil {
 		in, out := &in.MaxBufferedBytes, &out.MaxBufferedBytes
 		x := (*in).DeepCopy()
@@ -56,7 +60,7 @@ func (in *DestinationSpec) DeepCopyInto(out *DestinationSpec) {
 	*out = *in
 	if in.CredentialsSecretRef != nil {
 		in, out := &in.CredentialsSecretRef, &out.CredentialsSecretRef
-		*out = new(v1.LocalObjectReference)
+		*out = new(corev1.LocalObjectReference)
 		**out = **in
 	}
 }
@@ -109,10 +113,14 @@ func (in *SourceSpec) DeepCopyInto(out *SourceSpec) {
 		*out = make([]string, len(*in))
 		copy(*out, *in)
 	}
-	out.AckWait = in.AckWait
+	if in.AckWait != nil {
+		in, out := &in.AckWait, &out.AckWait
+		*out = new(v1.Duration)
+		**out = **in
+	}
 	if in.CredentialsSecretRef != nil {
 		in, out := &in.CredentialsSecretRef, &out.CredentialsSecretRef
-		*out = new(v1.LocalObjectReference)
+		*out = new(corev1.LocalObjectReference)
 		**out = **in
 	}
 }
@@ -194,7 +202,11 @@ func (in *WarehouseSinkSpec) DeepCopyInto(out *WarehouseSinkSpec) {
 		*out = new(int32)
 		**out = **in
 	}
-	out.ShutdownTimeout = in.ShutdownTimeout
+	if in.ShutdownTimeout != nil {
+		in, out := &in.ShutdownTimeout, &out.ShutdownTimeout
+		*out = new(v1.Duration)
+		**out = **in
+	}
 	in.Source.DeepCopyInto(&out.Source)
 	in.Destination.DeepCopyInto(&out.Destination)
 	in.Batch.DeepCopyInto(&out.Batch)
@@ -210,14 +222,14 @@ func (in *WarehouseSinkSpec) DeepCopyInto(out *WarehouseSinkSpec) {
 	}
 	if in.Tolerations != nil {
 		in, out := &in.Tolerations, &out.Tolerations
-		*out = make([]v1.Toleration, len(*in))
+		*out = make([]corev1.Toleration, len(*in))
 		for i := range *in {
 			(*in)[i].DeepCopyInto(&(*out)[i])
 		}
 	}
 	if in.Affinity != nil {
 		in, out := &in.Affinity, &out.Affinity
-		*out = new(v1.Affinity)
+		*out = new(corev1.Affinity)
 		(*in).DeepCopyInto(*out)
 	}
 	if in.PodLabels != nil {
@@ -256,7 +268,7 @@ func (in *WarehouseSinkStatus) DeepCopyInto(out *WarehouseSinkStatus) {
 	}
 	if in.Conditions != nil {
 		in, out := &in.Conditions, &out.Conditions
-		*out = make([]metav1.Condition, len(*in))
+		*out = make([]v1.Condition, len(*in))
 		for i := range *in {
 			(*in)[i].DeepCopyInto(&(*out)[i])
 		}

@@ -10,6 +10,9 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"math"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	jetsinkv1 "github.com/jetsink/jetsink/api/v1alpha1"
 	"github.com/jetsink/jetsink/sinkworker/config"
@@ -70,7 +73,7 @@ func WorkerConfig(sink *jetsinkv1.WarehouseSink) config.Config {
 	c.Stream = s.Source.Stream
 	setIf(&c.Consumer, s.Source.Consumer)
 	c.FilterSubjects = s.Source.FilterSubjects
-	setIf(&c.AckWait, s.Source.AckWait.Duration)
+	setDuration(&c.AckWait, s.Source.AckWait)
 	setIf(&c.MaxDeliver, int(s.Source.MaxDeliver))
 	setIf(&c.FetchBatchSize, int(s.Source.FetchBatchSize))
 	c.DeadLetterSubject = s.Source.DeadLetterSubject
@@ -86,13 +89,13 @@ func WorkerConfig(sink *jetsinkv1.WarehouseSink) config.Config {
 	if s.Batch.MaxBytes != nil {
 		c.BatchMaxBytes = s.Batch.MaxBytes.Value()
 	}
-	setIf(&c.BatchMaxAge, s.Batch.MaxAge.Duration)
+	setDuration(&c.BatchMaxAge, s.Batch.MaxAge)
 	if s.Batch.MaxBufferedBytes != nil {
 		c.MaxBufferedBytes = s.Batch.MaxBufferedBytes.Value()
 	}
 	setIf(&c.Compression, string(s.Parquet.Compression))
 	setIf(&c.TimeGranularity, string(s.Partitioning.TimeGranularity))
-	setIf(&c.ShutdownTimeout, s.ShutdownTimeout.Duration)
+	setDuration(&c.ShutdownTimeout, s.ShutdownTimeout)
 	c.MaxAckPending = maxAckPendingPerPod(c)
 	return c
 }
@@ -121,6 +124,12 @@ func setIf[T comparable](dst *T, v T) {
 	var zero T
 	if v != zero {
 		*dst = v
+	}
+}
+
+func setDuration(dst *time.Duration, d *metav1.Duration) {
+	if d != nil {
+		*dst = d.Duration
 	}
 }
 

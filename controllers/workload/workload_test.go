@@ -1,0 +1,234 @@
+package workload
+
+import (
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	jetsinkv1 "github.com/jetsink/jetsink/api/v1alpha1"
+	"github.com/jetsink/jetsink/sinkworker/config"
+)
+
+func testSink() *jetsinkv1.WarehouseSink {
+	return &jetsinkv1.WarehouseSink{
+		ObjectMeta: metav1.ObjectMeta{Name: "events", Namespace: "analytics"},
+		Spec: jetsinkv1.WarehouseSinkSpec{
+			Replicas:          ptr.To[int32](2),
+			WorkersPerReplica: 3,
+			ShutdownTimeout:   &metav1.Duration{Duration: 30 * time.Second},
+			Source: jetsinkv1.SourceSpec{
+				URL: "nats://nats.nats:4222", Stream: "EVENTS", Consumer: "warehouse",
+				FilterSubjects: []string{"events.>"}, AckWait: &metav1.Duration{Duration: 2 * time.Minute},
+				MaxDeliver: 7, FetchBatchSize: 250, DeadLetterSubject: "dlq.events",
+				CredentialsSecretRef: &corev1.LocalObjectReference{Name: "nats-creds"},
+			},
+			Destination: jetsinkv1.DestinationSpec{
+				Bucket: "lake", Prefix: "events/", Region: "eu-west-1",
+				Endpoint: "http://minio:9000", ForcePathStyle: true,
+				CredentialsSecretRef: &corev1.LocalObjectReference{Name: "s3-creds"},
+			},
+			Batch: jetsinkv1.BatchSpec{
+				MaxEvents: 5000, MaxBytes: ptr.To(resource.MustParse("32Mi")),
+				MaxAge: &metav1.Duration{Duration: 45 * time.Second}, MaxBufferedBytes: ptr.To(resource.MustParse("128Mi")),
+			},
+			Parquet:      jetsinkv1.ParquetSpec{Compression: "snappy"},
+			Partitioning: jetsinkv1.PartitioningSpec{TimeGranularity: "day"},
+		},
+	}
+}
+
+// The pod's environment must load back, through the worker's own loader,
+// into exactly the configuration the spec asked for.
+func TestWorkerEnvLoadsBackIntoTheSpec(t *testing.T) {
+	sink := testSink()
+	d := Deployment(sink, "jetsink:test", Credentials{})
+	env := map[string]string{}
+	for _, e := range d.Spec.Template.Spec.Containers[0].Env {
+		if e.ValueFrom == nil {
+			env[e.Name] = e.Value
+		}
+	}
+	got, err := config.Load(func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatalf("the worker rejects the rendered env: %v", err)
+	}
+	want := config.Config{
+		NATSURL: "nats://nats.nats:4222", Stream: "EVENTS", Consumer: "warehouse",
+		FilterSubjects: []string{"events.>"}, AckWait: 2 * time.Minute, MaxDeliver: 7,
+		FetchBatchSize: 250, DeadLetterSubject: "dlq.events",
+		Bucket: "lake", Prefix: "events/", Region: "eu-west-1", Endpoint: "http://minio:9000", ForcePathStyle: true,
+		Workers: 3, BatchMaxEvents: 5000, BatchMaxBytes: 32 << 20, BatchMaxAge: 45 * time.Second,
+		MaxBufferedBytes: 128 << 20, Compression: "snappy", TimeGranularity: "day",
+		ShutdownTimeout: 30 * time.Second, MetricsAddr: ":9090",
+		MaxAckPending: (128<<20)/minEventBytes + 3*250,
+	}
+	if diff := cmpConfig(got, want); diff != "" {
+		t.Fatal(diff)
+	}
+}
+
+func cmpConfig(got, want config.Config) string {
+	ge, we := got.Environ(), want.Environ()
+	for i := range we {
+		if i >= len(ge) || ge[i] != we[i] {
+			return "rendered config differs at " + we[i].Name + ": got " + ge[i].Value + ", want " + we[i].Value
+		}
+	}
+	return ""
+}
+
+func TestDeployment(t *testing.T) {
+	tests := []struct {
+		name  string
+		edit  func(*jetsinkv1.WarehouseSink)
+		check func(t *testing.T, sink *jetsinkv1.WarehouseSink)
+	}{{
+		name: "grace period is the shutdown timeout rounded up plus the margin",
+		edit: func(s *jetsinkv1.WarehouseSink) {
+			s.Spec.ShutdownTimeout = &metav1.Duration{Duration: 12500 * time.Millisecond}
+		},
+		check: func(t *testing.T, s *jetsinkv1.WarehouseSink) {
+			got := *Deployment(s, "img", Credentials{}).Spec.Template.Spec.TerminationGracePeriodSeconds
+			if want := int64(13 + GracePeriodMargin); got != want {
+				t.Errorf("terminationGracePeriodSeconds = %d, want %d", got, want)
+			}
+		},
+	}, {
+		name: "the sink's image wins over the operator's default",
+		edit: func(s *jetsinkv1.WarehouseSink) { s.Spec.Image = "registry/custom:1" },
+		check: func(t *testing.T, s *jetsinkv1.WarehouseSink) {
+			if got := Deployment(s, "default:1", Credentials{}).Spec.Template.Spec.Containers[0].Image; got != "registry/custom:1" {
+				t.Errorf("image = %q", got)
+			}
+			s.Spec.Image = ""
+			if got := Deployment(s, "default:1", Credentials{}).Spec.Template.Spec.Containers[0].Image; got != "default:1" {
+				t.Errorf("default image = %q", got)
+			}
+		},
+	}, {
+		name: "credentials are references into the Secrets, never values",
+		check: func(t *testing.T, s *jetsinkv1.WarehouseSink) {
+			refs := map[string]*corev1.SecretKeySelector{}
+			for _, e := range Deployment(s, "img", Credentials{}).Spec.Template.Spec.Containers[0].Env {
+				if e.ValueFrom != nil {
+					refs[e.Name] = e.ValueFrom.SecretKeyRef
+				}
+			}
+			key := refs["AWS_SECRET_ACCESS_KEY"]
+			if key == nil || key.Name != "s3-creds" || key.Key != "AWS_SECRET_ACCESS_KEY" || *key.Optional {
+				t.Errorf("AWS_SECRET_ACCESS_KEY ref = %+v", key)
+			}
+			pw := refs["JETSINK_NATS_PASSWORD"]
+			if pw == nil || pw.Name != "nats-creds" || pw.Key != "password" || !*pw.Optional {
+				t.Errorf("JETSINK_NATS_PASSWORD ref = %+v", pw)
+			}
+		},
+	}, {
+		name: "no credentials Secret means no credential env (the pod's identity is used)",
+		edit: func(s *jetsinkv1.WarehouseSink) {
+			s.Spec.Destination.CredentialsSecretRef = nil
+			s.Spec.Source.CredentialsSecretRef = nil
+		},
+		check: func(t *testing.T, s *jetsinkv1.WarehouseSink) {
+			for _, e := range Deployment(s, "img", Credentials{}).Spec.Template.Spec.Containers[0].Env {
+				if e.ValueFrom != nil {
+					t.Errorf("unexpected secret env %s", e.Name)
+				}
+			}
+		},
+	}, {
+		name: "the worker runs non-root on a read-only root filesystem with probes on the metrics port",
+		check: func(t *testing.T, s *jetsinkv1.WarehouseSink) {
+			c := Deployment(s, "img", Credentials{}).Spec.Template.Spec.Containers[0]
+			sc := c.SecurityContext
+			if !*sc.RunAsNonRoot || !*sc.ReadOnlyRootFilesystem || *sc.AllowPrivilegeEscalation {
+				t.Errorf("security context = %+v", sc)
+			}
+			if c.Ports[0].ContainerPort != 9090 || c.ReadinessProbe.HTTPGet.Path != "/readyz" || c.LivenessProbe.HTTPGet.Path != "/healthz" {
+				t.Errorf("ports/probes = %+v %+v %+v", c.Ports, c.ReadinessProbe, c.LivenessProbe)
+			}
+		},
+	}, {
+		name: "replicas follow the spec; unset means one",
+		edit: func(s *jetsinkv1.WarehouseSink) { s.Spec.Replicas = nil },
+		check: func(t *testing.T, s *jetsinkv1.WarehouseSink) {
+			if got := *Deployment(s, "img", Credentials{}).Spec.Replicas; got != 1 {
+				t.Errorf("replicas = %d", got)
+			}
+		},
+	}, {
+		name: "scaling changes the spec hash but not the pod template (no rollout)",
+		check: func(t *testing.T, s *jetsinkv1.WarehouseSink) {
+			a := Deployment(s, "img", Credentials{})
+			s.Spec.Replicas = ptr.To[int32](5)
+			b := Deployment(s, "img", Credentials{})
+			if a.Annotations[AnnotationSpecHash] == b.Annotations[AnnotationSpecHash] {
+				t.Error("spec hash did not change with replicas")
+			}
+			if specHash(a.Spec.Template) != specHash(b.Spec.Template) {
+				t.Error("pod template changed with replicas: scaling would roll every pod")
+			}
+		},
+	}, {
+		name: "rotating a credential Secret rolls the pods",
+		check: func(t *testing.T, s *jetsinkv1.WarehouseSink) {
+			sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "s3-creds", ResourceVersion: "1"}}
+			a := Deployment(s, "img", Credentials{S3: sec})
+			sec.ResourceVersion = "2"
+			b := Deployment(s, "img", Credentials{S3: sec})
+			if specHash(a.Spec.Template) == specHash(b.Spec.Template) {
+				t.Error("pod template unchanged after the Secret changed")
+			}
+		},
+	}, {
+		name: "user pod labels cannot steal the selector labels",
+		edit: func(s *jetsinkv1.WarehouseSink) {
+			s.Spec.PodLabels = map[string]string{LabelInstance: "other", "team": "data"}
+		},
+		check: func(t *testing.T, s *jetsinkv1.WarehouseSink) {
+			l := Deployment(s, "img", Credentials{}).Spec.Template.Labels
+			if l[LabelInstance] != "events" || l["team"] != "data" {
+				t.Errorf("pod labels = %v", l)
+			}
+		},
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := testSink()
+			if tt.edit != nil {
+				tt.edit(s)
+			}
+			tt.check(t, s)
+		})
+	}
+}
+
+func TestMaxAckPendingCoversEveryPod(t *testing.T) {
+	s := testSink()
+	per := WorkerConfig(s).MaxAckPending
+	if got := MaxAckPending(s, per); got != 2*per {
+		t.Errorf("2 replicas: %d, want %d", got, 2*per)
+	}
+	s.Spec.Replicas = ptr.To[int32](0)
+	if got := MaxAckPending(s, per); got != per {
+		t.Errorf("scaled to zero: %d, want one pod's %d", got, per)
+	}
+}
+
+func TestService(t *testing.T) {
+	s := testSink()
+	svc := Service(s)
+	if svc.Name != "events-metrics" || svc.Spec.Ports[0].Port != 9090 || svc.Spec.Ports[0].TargetPort.StrVal != "metrics" {
+		t.Errorf("service = %+v", svc.Spec)
+	}
+	d := Deployment(s, "img", Credentials{})
+	for k, v := range svc.Spec.Selector {
+		if d.Spec.Template.Labels[k] != v {
+			t.Errorf("service selector %s=%s does not select the worker pods", k, v)
+		}
+	}
+}
