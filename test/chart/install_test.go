@@ -1,0 +1,491 @@
+package chart
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
+	appsv1 "k8s.io/api/apps/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	jetsinkv1 "github.com/jetsink/jetsink/api/v1alpha1"
+	"github.com/jetsink/jetsink/controllers"
+	"github.com/jetsink/jetsink/controllers/workload"
+	"github.com/jetsink/jetsink/internal/testutil/natstest"
+)
+
+// One API server for the package, started by the first test that needs it.
+var (
+	envOnce    sync.Once
+	testEnv    *envtest.Environment
+	envCfg     *rest.Config
+	kubeconfig string // an admin kubeconfig for helm and kubectl
+	envDir     string
+	envErr     error
+)
+
+func startEnv(t testing.TB) *rest.Config {
+	t.Helper()
+	root := repoRoot(t)
+	envOnce.Do(func() {
+		if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+			os.Setenv("KUBEBUILDER_ASSETS", filepath.Join(root, "bin"))
+		}
+		assets := os.Getenv("KUBEBUILDER_ASSETS")
+		for _, b := range []string{"kube-apiserver", "etcd"} {
+			if _, err := os.Stat(filepath.Join(assets, b)); err != nil {
+				envErr = fmt.Errorf("%s not found in KUBEBUILDER_ASSETS=%s: run `make tools` first", b, assets)
+				return
+			}
+		}
+		testEnv = &envtest.Environment{}
+		if envCfg, envErr = testEnv.Start(); envErr != nil {
+			return
+		}
+		admin, err := testEnv.AddUser(envtest.User{Name: "jetsink-test-admin", Groups: []string{"system:masters"}}, nil)
+		if err != nil {
+			envErr = err
+			return
+		}
+		kc, err := admin.KubeConfig()
+		if err != nil {
+			envErr = err
+			return
+		}
+		if envDir, envErr = os.MkdirTemp("", "jetsink-chart-env-"); envErr != nil {
+			return
+		}
+		kubeconfig = filepath.Join(envDir, "kubeconfig")
+		envErr = os.WriteFile(kubeconfig, kc, 0o600)
+	})
+	if envErr != nil {
+		t.Fatalf("envtest: %v", envErr)
+	}
+	return envCfg
+}
+
+func stopEnv() {
+	if testEnv != nil {
+		_ = testEnv.Stop()
+	}
+	if envDir != "" {
+		os.RemoveAll(envDir)
+	}
+}
+
+const (
+	releaseNS = "jetsink-system"
+	sinkNS    = "demo"
+)
+
+// TestInstallOnACluster runs the README's "Install on a cluster" steps
+// against a real API server, in order, and checks what each one promises.
+// envtest runs no pods, garbage collector or Deployment controller: the
+// manager itself runs in the test, under the chart's ServiceAccount.
+func TestInstallOnACluster(t *testing.T) {
+	cfg := startEnv(t)
+	ctx := t.Context()
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	helm := func(args ...string) string {
+		t.Helper()
+		return run(t, tool(t, "helm"), append(args, "--kubeconfig", kubeconfig)...)
+	}
+	kubectl := func(args ...string) string {
+		t.Helper()
+		return run(t, tool(t, "kubectl"), append(args, "--kubeconfig", kubeconfig)...)
+	}
+	chart := chartDir(t)
+	root := repoRoot(t)
+	nats := natstest.Start(t)
+	nats.CreateStream(t, "EVENTS", "events.>")
+
+	step := func(name string, f func(t *testing.T)) {
+		if !t.Run(name, f) {
+			t.FailNow()
+		}
+	}
+
+	step("helm install", func(t *testing.T) {
+		helm("install", "jetsink", chart, "--namespace", releaseNS, "--create-namespace", "--wait=false")
+		crd := &apiextensionsv1.CustomResourceDefinition{}
+		eventually(t, "the CRD is established", func() error {
+			if err := c.Get(ctx, client.ObjectKey{Name: "warehousesinks.jetsink.dev"}, crd); err != nil {
+				return err
+			}
+			for _, cond := range crd.Status.Conditions {
+				if cond.Type == apiextensionsv1.Established && cond.Status == apiextensionsv1.ConditionTrue {
+					return nil
+				}
+			}
+			return fmt.Errorf("conditions %v", crd.Status.Conditions)
+		})
+		dep := &appsv1.Deployment{}
+		if err := c.Get(ctx, client.ObjectKey{Namespace: releaseNS, Name: "jetsink"}, dep); err != nil {
+			t.Fatalf("manager Deployment: %v", err)
+		}
+	})
+
+	step("kubectl apply the sample", func(t *testing.T) {
+		kubectl("create", "namespace", sinkNS)
+		kubectl("apply", "--namespace", sinkNS, "-k", filepath.Join(root, "config", "samples"))
+		sink := getSink(t, c, sinkNS, "events")
+		if *sink.Spec.Replicas != 2 || sink.Spec.Source.Stream != "EVENTS" || sink.Spec.Destination.Bucket != "lake" {
+			t.Errorf("stored sample: %+v", sink.Spec)
+		}
+		out := kubectl("get", "sinks", "--namespace", sinkNS)
+		for _, want := range []string{"STREAM", "BUCKET", "LAG", "events", "EVENTS", "lake"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("kubectl get sinks lacks %q:\n%s", want, out)
+			}
+		}
+		// The schema refuses a bad spec with a message naming the field.
+		bad := `{"apiVersion":"jetsink.dev/v1alpha1","kind":"WarehouseSink","metadata":{"name":"bad"},` +
+			`"spec":{"source":{"url":"nats://x:4222","stream":"EVENTS","ackWait":"10s"},"destination":{"bucket":"lake"},"batch":{"maxAge":"60s"}}}`
+		if out, err := tryRunStdin(bad, tool(t, "kubectl"), "apply", "--namespace", sinkNS, "-f", "-", "--kubeconfig", kubeconfig); err == nil ||
+			!strings.Contains(err.Error(), "ackWait") {
+			t.Errorf("a sink with ackWait < batch.maxAge was not refused by the schema: %v %s", err, out)
+		}
+	})
+
+	step("scale the sink", func(t *testing.T) {
+		kubectl("scale", "sink/events", "--replicas=3", "--namespace", sinkNS)
+		if got := *getSink(t, c, sinkNS, "events").Spec.Replicas; got != 3 {
+			t.Errorf("after kubectl scale: spec.replicas %d, want 3", got)
+		}
+		kubectl("patch", "sink", "events", "--namespace", sinkNS, "--type=merge", "-p", `{"spec":{"replicas":1}}`)
+		if got := *getSink(t, c, sinkNS, "events").Spec.Replicas; got != 1 {
+			t.Errorf("after editing the sink: spec.replicas %d, want 1", got)
+		}
+	})
+
+	step("manager runs under the chart's ServiceAccount", func(t *testing.T) {
+		// Point the sample at the test's NATS server.
+		kubectl("patch", "sink", "events", "--namespace", sinkNS, "--type=merge",
+			"-p", fmt.Sprintf(`{"spec":{"source":{"url":%q}}}`, nats.ClientURL()))
+		sa := serviceAccountOf(t, c, releaseNS, "jetsink")
+		logs := runManagerAs(t, cfg, releaseNS, sa, nil)
+		assertReconciled(t, c, nats, sinkNS, "events", "warehouse")
+		assertLease(t, c, releaseNS)
+		logs.assertNoForbidden(t)
+
+		user := "system:serviceaccount:" + releaseNS + ":" + sa
+		assertAccess(t, c, user, true, []authorizationv1.ResourceAttributes{
+			{Verb: "list", Group: "jetsink.dev", Resource: "warehousesinks"},
+			{Verb: "patch", Group: "jetsink.dev", Resource: "warehousesinks", Subresource: "status", Namespace: sinkNS},
+			{Verb: "create", Group: "apps", Resource: "deployments", Namespace: sinkNS},
+		})
+		assertAccess(t, c, user, false, notNeeded(sinkNS))
+	})
+
+	step("helm upgrade", func(t *testing.T) {
+		before := &appsv1.Deployment{}
+		if err := c.Get(ctx, client.ObjectKey{Namespace: releaseNS, Name: "jetsink"}, before); err != nil {
+			t.Fatal(err)
+		}
+		helm("upgrade", "jetsink", chart, "--namespace", releaseNS, "--reuse-values", "--set", "image.tag=9.9.9", "--wait=false")
+		after := &appsv1.Deployment{}
+		if err := c.Get(ctx, client.ObjectKey{Namespace: releaseNS, Name: "jetsink"}, after); err != nil {
+			t.Fatal(err)
+		}
+		ctr := after.Spec.Template.Spec.Containers[0]
+		if after.Generation <= before.Generation || ctr.Image != "ghcr.io/jetsink/jetsink:9.9.9" ||
+			!strings.Contains(strings.Join(ctr.Args, " "), "--worker-image=ghcr.io/jetsink/jetsink:9.9.9") {
+			t.Errorf("after upgrade: generation %d→%d, image %q, args %v", before.Generation, after.Generation, ctr.Image, ctr.Args)
+		}
+	})
+
+	step("helm uninstall keeps the CRD and the sinks", func(t *testing.T) {
+		out := helm("uninstall", "jetsink", "--namespace", releaseNS)
+		if !strings.Contains(out, "warehousesinks.jetsink.dev") {
+			t.Errorf("helm uninstall did not report keeping the CRD:\n%s", out)
+		}
+		crd := &apiextensionsv1.CustomResourceDefinition{}
+		if err := c.Get(ctx, client.ObjectKey{Name: "warehousesinks.jetsink.dev"}, crd); err != nil || !crd.DeletionTimestamp.IsZero() {
+			t.Fatalf("CRD after uninstall: %v (deleting: %v)", err, crd.DeletionTimestamp)
+		}
+		getSink(t, c, sinkNS, "events")
+		// The rest of the release is gone.
+		for _, o := range []client.Object{
+			&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: releaseNS, Name: "jetsink"}},
+			&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "jetsink-manager"}},
+		} {
+			if err := c.Get(ctx, client.ObjectKeyFromObject(o), o); !apierrors.IsNotFound(err) {
+				t.Errorf("%T %s after uninstall: %v", o, o.GetName(), err)
+			}
+		}
+	})
+
+	// A second, namespaced release next to the kept CRD: the same rules as
+	// Roles in the watched namespace only, and enough for the controller.
+	step("namespaced release", func(t *testing.T) {
+		const ns, watched = "jetsink-scoped", "team-a"
+		kubectl("create", "namespace", watched)
+		helm("install", "scoped", chart, "--namespace", ns, "--create-namespace", "--wait=false",
+			"--set", "crds.enabled=false", "--set", "watchNamespaces={"+watched+"}")
+		kubectl("apply", "--namespace", watched, "-k", filepath.Join(root, "config", "samples"))
+		kubectl("patch", "sink", "events", "--namespace", watched, "--type=merge",
+			"-p", fmt.Sprintf(`{"spec":{"source":{"url":%q,"consumer":"team-a"}}}`, nats.ClientURL()))
+
+		sa := serviceAccountOf(t, c, ns, "scoped-jetsink")
+		logs := runManagerAs(t, cfg, ns, sa, []string{watched})
+		assertReconciled(t, c, nats, watched, "events", "team-a")
+		assertLease(t, c, ns)
+		logs.assertNoForbidden(t)
+
+		user := "system:serviceaccount:" + ns + ":" + sa
+		assertAccess(t, c, user, true, []authorizationv1.ResourceAttributes{
+			{Verb: "list", Group: "jetsink.dev", Resource: "warehousesinks", Namespace: watched},
+		})
+		assertAccess(t, c, user, false, append(notNeeded(watched),
+			authorizationv1.ResourceAttributes{Verb: "list", Group: "jetsink.dev", Resource: "warehousesinks"},
+			authorizationv1.ResourceAttributes{Verb: "list", Group: "jetsink.dev", Resource: "warehousesinks", Namespace: sinkNS},
+			authorizationv1.ResourceAttributes{Verb: "get", Resource: "secrets", Namespace: sinkNS},
+		))
+		helm("uninstall", "scoped", "--namespace", ns)
+	})
+}
+
+// notNeeded are requests no role of the chart may allow in ns.
+func notNeeded(ns string) []authorizationv1.ResourceAttributes {
+	return []authorizationv1.ResourceAttributes{
+		{Verb: "*", Group: "*", Resource: "*"},
+		{Verb: "create", Resource: "secrets", Namespace: ns},
+		{Verb: "update", Resource: "secrets", Namespace: ns},
+		{Verb: "delete", Group: "apps", Resource: "deployments", Namespace: ns},
+		{Verb: "delete", Group: "jetsink.dev", Resource: "warehousesinks", Namespace: ns},
+		{Verb: "create", Resource: "pods", Namespace: ns},
+		{Verb: "create", Resource: "pods", Subresource: "exec", Namespace: ns},
+		{Verb: "get", Resource: "nodes"},
+		{Verb: "create", Group: "rbac.authorization.k8s.io", Resource: "clusterrolebindings"},
+		{Verb: "escalate", Group: "rbac.authorization.k8s.io", Resource: "clusterroles"},
+		{Verb: "bind", Group: "rbac.authorization.k8s.io", Resource: "clusterroles"},
+		{Verb: "impersonate", Resource: "users"},
+		{Verb: "impersonate", Resource: "serviceaccounts", Namespace: ns},
+		{Verb: "update", Group: "apiextensions.k8s.io", Resource: "customresourcedefinitions"},
+		{Verb: "create", Resource: "serviceaccounts", Subresource: "token", Namespace: ns},
+	}
+}
+
+// runManagerAs runs the operator's controller as main.go wires it, but with
+// every request impersonating the ServiceAccount, until the test ends.
+func runManagerAs(t *testing.T, cfg *rest.Config, ns, sa string, watch []string) *logRecorder {
+	t.Helper()
+	imp := rest.CopyConfig(cfg)
+	imp.Impersonate = rest.ImpersonationConfig{
+		UserName: "system:serviceaccount:" + ns + ":" + sa,
+		Groups:   []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"},
+	}
+	logs := &logRecorder{}
+	log := logs.logger()
+	// client-go's reflectors and event broadcaster log through klog: a
+	// Forbidden list, watch or event lands in the same recorder.
+	klog.SetLogger(log)
+	t.Cleanup(func() { klog.ClearLogger() })
+
+	cacheOpts := cache.Options{}
+	if len(watch) > 0 {
+		cacheOpts.DefaultNamespaces = map[string]cache.Config{}
+		for _, n := range watch {
+			cacheOpts.DefaultNamespaces[n] = cache.Config{}
+		}
+	}
+	mgr, err := ctrl.NewManager(imp, ctrl.Options{
+		Scheme:                        scheme,
+		Logger:                        log,
+		Cache:                         cacheOpts,
+		Metrics:                       metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress:        "0",
+		LeaderElection:                true,
+		LeaderElectionID:              "jetsink-manager.jetsink.dev",
+		LeaderElectionNamespace:       ns,
+		LeaderElectionReleaseOnCancel: true,
+		// Two managers run in this process, one after the other.
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := (&controllers.WarehouseSinkReconciler{
+		Client:        mgr.GetClient(),
+		APIReader:     mgr.GetAPIReader(),
+		Recorder:      mgr.GetEventRecorder("jetsink"),
+		WorkerImage:   "ghcr.io/jetsink/jetsink:test",
+		StatusRefresh: time.Minute,
+	}).SetupWithManager(mgr); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("manager: %v", err)
+		}
+	})
+	return logs
+}
+
+// assertReconciled waits for the sink's workers, metrics Service, consumer
+// and status: every write the controller makes went through.
+func assertReconciled(t *testing.T, c client.Client, nats *natstest.Server, ns, name, consumer string) {
+	t.Helper()
+	ctx := t.Context()
+	var sink *jetsinkv1.WarehouseSink
+	eventually(t, "the sink's status is written", func() error {
+		sink = getSink(t, c, ns, name)
+		if sink.Status.Consumer == nil || sink.Status.Selector == "" {
+			return fmt.Errorf("status %+v", sink.Status)
+		}
+		return nil
+	})
+	for _, cond := range sink.Status.Conditions {
+		if cond.Type == jetsinkv1.ConditionDegraded && cond.Status == metav1.ConditionTrue ||
+			strings.Contains(strings.ToLower(cond.Message), "forbidden") {
+			t.Errorf("condition %s=%s %s: %s", cond.Type, cond.Status, cond.Reason, cond.Message)
+		}
+	}
+	dep := &appsv1.Deployment{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, dep); err != nil {
+		t.Fatalf("workers' Deployment: %v", err)
+	}
+	if !metav1.IsControlledBy(dep, sink) {
+		t.Errorf("Deployment owners %v, want the sink", dep.OwnerReferences)
+	}
+	svc := &corev1.Service{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: workload.ServiceName(sink)}, svc); err != nil {
+		t.Fatalf("workers' metrics Service: %v", err)
+	}
+	_, js := nats.JetStream(t)
+	if _, err := js.Consumer(ctx, "EVENTS", consumer); err != nil {
+		t.Errorf("JetStream consumer %q: %v", consumer, err)
+	}
+}
+
+// assertLease: leader election worked with the leader-election Role.
+func assertLease(t *testing.T, c client.Client, ns string) {
+	t.Helper()
+	lease := &coordinationv1.Lease{}
+	eventually(t, "the leader-election Lease is held", func() error {
+		if err := c.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "jetsink-manager.jetsink.dev"}, lease); err != nil {
+			return err
+		}
+		if ptr.Deref(lease.Spec.HolderIdentity, "") == "" {
+			return fmt.Errorf("no holder")
+		}
+		return nil
+	})
+}
+
+// assertAccess asks the API server's authorizer whether user may do each
+// request, and wants the answer allowed.
+func assertAccess(t *testing.T, c client.Client, user string, allowed bool, reqs []authorizationv1.ResourceAttributes) {
+	t.Helper()
+	ns, _, _ := strings.Cut(strings.TrimPrefix(user, "system:serviceaccount:"), ":")
+	for _, ra := range reqs {
+		sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+			User:               user,
+			Groups:             []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"},
+			ResourceAttributes: &ra,
+		}}
+		if err := c.Create(t.Context(), sar); err != nil {
+			t.Fatal(err)
+		}
+		if sar.Status.Allowed != allowed {
+			t.Errorf("%s may %s %s/%s/%s in %q: %v, want %v (%s)", user, ra.Verb, ra.Group, ra.Resource, ra.Subresource,
+				ra.Namespace, sar.Status.Allowed, allowed, sar.Status.Reason)
+		}
+	}
+}
+
+// serviceAccountOf returns the ServiceAccount the release's manager
+// Deployment runs as, checking the chart created it.
+func serviceAccountOf(t *testing.T, c client.Client, ns, deployment string) string {
+	t.Helper()
+	dep := &appsv1.Deployment{}
+	if err := c.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: deployment}, dep); err != nil {
+		t.Fatal(err)
+	}
+	name := dep.Spec.Template.Spec.ServiceAccountName
+	if err := c.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: name}, &corev1.ServiceAccount{}); err != nil {
+		t.Fatalf("ServiceAccount %s/%s: %v", ns, name, err)
+	}
+	return name
+}
+
+func getSink(t *testing.T, c client.Client, ns, name string) *jetsinkv1.WarehouseSink {
+	t.Helper()
+	sink := &jetsinkv1.WarehouseSink{}
+	if err := c.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: name}, sink); err != nil {
+		t.Fatalf("sink %s/%s: %v", ns, name, err)
+	}
+	return sink
+}
+
+func eventually(t *testing.T, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// logRecorder keeps the manager's log lines for the Forbidden check.
+type logRecorder struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (r *logRecorder) logger() logr.Logger {
+	return funcr.New(func(prefix, args string) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.lines = append(r.lines, prefix+" "+args)
+	}, funcr.Options{Verbosity: 1})
+}
+
+func (r *logRecorder) assertNoForbidden(t *testing.T) {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, l := range r.lines {
+		if strings.Contains(strings.ToLower(l), "forbidden") {
+			t.Errorf("the manager was refused a request: %s", l)
+		}
+	}
+	if t.Failed() {
+		t.Logf("manager log:\n%s", strings.Join(r.lines, "\n"))
+	}
+}
