@@ -51,8 +51,8 @@ const (
 )
 
 func main() {
-	events := flag.Int("events", 24000, "Good events to publish.")
-	poison := flag.Int("poison", 24, "Poison events to publish among them.")
+	events := flag.Int("events", 40000, "Good events to publish.")
+	poison := flag.Int("poison", 40, "Poison events to publish among them.")
 	out := flag.String("out", ".demo", "Where the bucket's files are left.")
 	flag.Parse()
 
@@ -133,6 +133,14 @@ func (d *demo) run(ctx context.Context) error {
 		return err
 	}
 
+	backlog := d.wantGood * 3 / 4
+	d.stage(fmt.Sprintf("Publishing a backlog of %d analytics events from 3 apps (with poison among them) before any sink exists", backlog))
+	rng := rand.New(rand.NewPCG(42, 7))
+	if err := d.publish(ctx, rng, backlog, d.wantPoison*3/4, 1, 0); err != nil {
+		return err
+	}
+	d.info("stream EVENTS holds %d good + %d poison events", d.published, d.poisoned)
+
 	d.stage("Applying the WarehouseSink (hack/demo/sink.yaml) and its S3 credentials Secret")
 	if err := s.EnsureNamespace(ctx, namespace); err != nil {
 		return err
@@ -147,21 +155,15 @@ func (d *demo) run(ctx context.Context) error {
 	}
 	d.info("$ kubectl apply -f hack/demo/sink.yaml\n   %s", strings.TrimSpace(out))
 
-	d.stage("Waiting for the operator to roll out the workers and the pod runner to start them")
-	if err := d.waitReady(ctx, 60*time.Second); err != nil {
-		return err
-	}
-	for _, p := range s.Runner.Pods(types.NamespacedName{Namespace: namespace, Name: sinkName}) {
-		d.info("worker pod %s: pid %d, metrics on %s, ready=%v", p.Name, p.PID, p.MetricsAddr, p.Ready)
-	}
-	d.kubectl(ctx, "get", "sinks", "-n", namespace)
-
-	d.stage(fmt.Sprintf("Publishing %d analytics events from 3 apps (%d of them poison) while the sink runs", d.wantGood+d.wantPoison, d.wantPoison))
+	d.stage(fmt.Sprintf("The operator creates the consumer and the Deployment, the pod runner starts 2 workers; %d more events arrive live", d.wantGood-backlog))
 	pubDone := make(chan error, 1)
-	go func() { pubDone <- d.publish(ctx, 10*time.Second) }()
+	go func() {
+		pubDone <- d.publish(ctx, rng, d.wantGood-backlog, d.wantPoison-d.wantPoison*3/4, 8, 12*time.Second)
+	}()
 	deadline := time.Now().Add(100 * time.Second)
 	publishing := true
-	tick := time.NewTicker(3 * time.Second)
+	shownPods := false
+	tick := time.NewTicker(2 * time.Second)
 	defer tick.Stop()
 	for {
 		select {
@@ -178,9 +180,14 @@ func (d *demo) run(ctx context.Context) error {
 		case <-tick.C:
 		}
 		sink, done := d.progress(ctx, publishing)
+		if !shownPods && sink != nil && sink.Status.ReadyReplicas == 2 {
+			shownPods = true
+			for _, p := range s.Runner.Pods(types.NamespacedName{Namespace: namespace, Name: sinkName}) {
+				d.info("worker pod %s: pid %d, metrics on %s, ready=%v", p.Name, p.PID, p.MetricsAddr, p.Ready)
+			}
+		}
 		if done {
 			d.info("done: lag 0, nothing awaiting an ACK, %d rows in the bucket, %d dead-lettered", d.totalRows(), d.deadLettered)
-			_ = sink
 			break
 		}
 		if time.Now().After(deadline) {
@@ -444,6 +451,11 @@ func (d *demo) keepFiles(out string) error {
 	if err := os.CopyFS(dst, os.DirFS(src)); err != nil {
 		return err
 	}
+	// The logs of the operator, the workers and the pod runner, too.
+	_ = os.RemoveAll(filepath.Join(out, "logs"))
+	if err := os.CopyFS(filepath.Join(out, "logs"), os.DirFS(d.stack.LogDir)); err != nil {
+		return err
+	}
 	return os.RemoveAll(d.stack.Dir)
 }
 
@@ -473,20 +485,20 @@ var apps = map[string][]string{
 }
 var appNames = []string{"shop-web", "shop-ios", "newsroom"}
 
-func (d *demo) publish(ctx context.Context, over time.Duration) error {
-	rng := rand.New(rand.NewPCG(42, 7))
+// publish sends n good events with poison ones sprinkled among them, in
+// waves spread over the given time.
+func (d *demo) publish(ctx context.Context, rng *rand.Rand, n, poison, waves int, over time.Duration) error {
 	now := time.Now().UTC()
-	waves := 10
-	perWave := d.wantGood / waves
-	poisonEvery := max(1, d.wantGood/max(1, d.wantPoison))
-	good := 0
+	poisonEvery := max(1, n/max(1, poison))
+	sent, sentPoison := 0, 0
 	for w := range waves {
-		n := perWave
+		wavePoison := 0
+		m := n / waves
 		if w == waves-1 {
-			n = d.wantGood - good
+			m = n - sent
 		}
-		futures := make([]jetstream.PubAckFuture, 0, n+8)
-		for range n {
+		futures := make([]jetstream.PubAckFuture, 0, m+8)
+		for range m {
 			app := appNames[rng.IntN(len(appNames))]
 			ev := event(rng, app, now)
 			body, _ := json.Marshal(ev)
@@ -495,14 +507,15 @@ func (d *demo) publish(ctx context.Context, over time.Duration) error {
 				return err
 			}
 			futures = append(futures, f)
-			good++
-			if good%poisonEvery == 0 && d.poisoned < d.wantPoison {
-				f, err := d.js.PublishAsync("events."+app+".unknown", poisonEvent(rng, d.poisoned, app))
+			sent++
+			if sent%poisonEvery == 0 && sentPoison < poison {
+				f, err := d.js.PublishAsync("events."+app+".unknown", poisonEvent(rng, d.poisoned+wavePoison, app))
 				if err != nil {
 					return err
 				}
 				futures = append(futures, f)
-				d.poisoned++
+				sentPoison++
+				wavePoison++
 			}
 		}
 		select {
@@ -517,19 +530,15 @@ func (d *demo) publish(ctx context.Context, over time.Duration) error {
 			default:
 			}
 		}
-		d.published = good
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(over / time.Duration(waves)):
+		d.published += m
+		d.poisoned += wavePoison
+		if w < waves-1 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(over / time.Duration(waves)):
+			}
 		}
-	}
-	// Any poison not yet sprinkled in goes at the end.
-	for d.poisoned < d.wantPoison {
-		if _, err := d.js.Publish(ctx, "events.shop-web.unknown", poisonEvent(rng, d.poisoned, "shop-web")); err != nil {
-			return err
-		}
-		d.poisoned++
 	}
 	return nil
 }

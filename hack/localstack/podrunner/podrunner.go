@@ -645,7 +645,7 @@ func (r *Runner) probe(d *deployment) {
 	}
 }
 
-// readyEndpoint is a ready pod's address, for EndpointSlices.
+// readyEndpoint is a ready pod's port on this host, for EndpointSlices.
 type readyEndpoint struct {
 	pod  string
 	port int
@@ -772,9 +772,11 @@ func endpointSlice(svc *corev1.Service, e readyEndpoint) *discoveryv1.EndpointSl
 			},
 			OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Service", Name: svc.Name, UID: svc.UID}},
 		},
-		AddressType: discoveryv1.AddressTypeIPv4,
+		// The API server refuses loopback IPs in an EndpointSlice; every
+		// local pod listens on this host, so the address is "localhost".
+		AddressType: discoveryv1.AddressTypeFQDN,
 		Endpoints: []discoveryv1.Endpoint{{
-			Addresses:  []string{"127.0.0.1"},
+			Addresses:  []string{"localhost"},
 			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)},
 			TargetRef:  &corev1.ObjectReference{Kind: "Pod", Namespace: svc.Namespace, Name: e.pod},
 		}},
