@@ -132,18 +132,7 @@ func TestInstallOnACluster(t *testing.T) {
 
 	step("helm install", func(t *testing.T) {
 		helm("install", "jetsink", chart, "--namespace", releaseNS, "--create-namespace", "--wait=false")
-		crd := &apiextensionsv1.CustomResourceDefinition{}
-		eventually(t, "the CRD is established", func() error {
-			if err := c.Get(ctx, client.ObjectKey{Name: "warehousesinks.jetsink.dev"}, crd); err != nil {
-				return err
-			}
-			for _, cond := range crd.Status.Conditions {
-				if cond.Type == apiextensionsv1.Established && cond.Status == apiextensionsv1.ConditionTrue {
-					return nil
-				}
-			}
-			return fmt.Errorf("conditions %v", crd.Status.Conditions)
-		})
+		waitEstablished(t, c)
 		dep := &appsv1.Deployment{}
 		if err := c.Get(ctx, client.ObjectKey{Namespace: releaseNS, Name: "jetsink"}, dep); err != nil {
 			t.Fatalf("manager Deployment: %v", err)
@@ -188,9 +177,10 @@ func TestInstallOnACluster(t *testing.T) {
 		kubectl("patch", "sink", "events", "--namespace", sinkNS, "--type=merge",
 			"-p", fmt.Sprintf(`{"spec":{"source":{"url":%q}}}`, nats.ClientURL()))
 		sa := serviceAccountOf(t, c, releaseNS, "jetsink")
-		logs := runManagerAs(t, cfg, releaseNS, sa, nil)
+		logs, stop := runManagerAs(t, cfg, releaseNS, sa, nil)
 		assertReconciled(t, c, nats, sinkNS, "events", "warehouse")
 		assertLease(t, c, releaseNS)
+		stop() // releasing the Lease needs the leader-election Role too
 		logs.assertNoForbidden(t)
 
 		user := "system:serviceaccount:" + releaseNS + ":" + sa
@@ -252,9 +242,10 @@ func TestInstallOnACluster(t *testing.T) {
 			"-p", fmt.Sprintf(`{"spec":{"source":{"url":%q,"consumer":"team-a"}}}`, nats.ClientURL()))
 
 		sa := serviceAccountOf(t, c, ns, "scoped-jetsink")
-		logs := runManagerAs(t, cfg, ns, sa, []string{watched})
+		logs, stop := runManagerAs(t, cfg, ns, sa, []string{watched})
 		assertReconciled(t, c, nats, watched, "events", "team-a")
 		assertLease(t, c, ns)
+		stop()
 		logs.assertNoForbidden(t)
 
 		user := "system:serviceaccount:" + ns + ":" + sa
@@ -267,6 +258,22 @@ func TestInstallOnACluster(t *testing.T) {
 			authorizationv1.ResourceAttributes{Verb: "get", Resource: "secrets", Namespace: sinkNS},
 		))
 		helm("uninstall", "scoped", "--namespace", ns)
+	})
+
+	step("kubectl delete crd removes the sinks", func(t *testing.T) {
+		kubectl("delete", "crd", "warehousesinks.jetsink.dev", "--wait=true", "--timeout=60s")
+		if err := c.Get(ctx, client.ObjectKey{Namespace: sinkNS, Name: "events"}, &jetsinkv1.WarehouseSink{}); err == nil {
+			t.Error("a sink survived the deletion of its CRD")
+		}
+	})
+
+	// The kustomize install path applies cleanly to the same cluster.
+	step("kubectl apply -k config/default", func(t *testing.T) {
+		kubectl("apply", "-k", filepath.Join(root, "config", "default"))
+		waitEstablished(t, c)
+		serviceAccountOf(t, c, releaseNS, "jetsink-manager")
+		kubectl("apply", "--namespace", sinkNS, "-k", filepath.Join(root, "config", "samples"))
+		getSink(t, c, sinkNS, "events")
 	})
 }
 
@@ -292,15 +299,16 @@ func notNeeded(ns string) []authorizationv1.ResourceAttributes {
 }
 
 // runManagerAs runs the operator's controller as main.go wires it, but with
-// every request impersonating the ServiceAccount, until the test ends.
-func runManagerAs(t *testing.T, cfg *rest.Config, ns, sa string, watch []string) *logRecorder {
+// every request impersonating the ServiceAccount, until stop is called or
+// the test ends.
+func runManagerAs(t *testing.T, cfg *rest.Config, ns, sa string, watch []string) (logs *logRecorder, stop func()) {
 	t.Helper()
 	imp := rest.CopyConfig(cfg)
 	imp.Impersonate = rest.ImpersonationConfig{
 		UserName: "system:serviceaccount:" + ns + ":" + sa,
 		Groups:   []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"},
 	}
-	logs := &logRecorder{}
+	logs = &logRecorder{}
 	log := logs.logger()
 	// client-go's reflectors and event broadcaster log through klog: a
 	// Forbidden list, watch or event lands in the same recorder.
@@ -342,13 +350,17 @@ func runManagerAs(t *testing.T, cfg *rest.Config, ns, sa string, watch []string)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- mgr.Start(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("manager: %v", err)
-		}
-	})
-	return logs
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("manager: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return logs, stop
 }
 
 // assertReconciled waits for the sink's workers, metrics Service, consumer
@@ -385,6 +397,23 @@ func assertReconciled(t *testing.T, c client.Client, nats *natstest.Server, ns, 
 	if _, err := js.Consumer(ctx, "EVENTS", consumer); err != nil {
 		t.Errorf("JetStream consumer %q: %v", consumer, err)
 	}
+}
+
+// waitEstablished waits until the WarehouseSink CRD serves its API.
+func waitEstablished(t *testing.T, c client.Client) {
+	t.Helper()
+	eventually(t, "the CRD is established", func() error {
+		crd := &apiextensionsv1.CustomResourceDefinition{}
+		if err := c.Get(t.Context(), client.ObjectKey{Name: "warehousesinks.jetsink.dev"}, crd); err != nil {
+			return err
+		}
+		for _, cond := range crd.Status.Conditions {
+			if cond.Type == apiextensionsv1.Established && cond.Status == apiextensionsv1.ConditionTrue {
+				return nil
+			}
+		}
+		return fmt.Errorf("conditions %v", crd.Status.Conditions)
+	})
 }
 
 // assertLease: leader election worked with the leader-election Role.
