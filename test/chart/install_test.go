@@ -131,7 +131,13 @@ func TestInstallOnACluster(t *testing.T) {
 	}
 
 	step("helm install", func(t *testing.T) {
-		helm("install", "jetsink", chart, "--namespace", releaseNS, "--create-namespace", "--wait=false")
+		out := helm("install", "jetsink", chart, "--namespace", releaseNS, "--create-namespace", "--wait=false")
+		// NOTES.txt walks the user to a first sink.
+		for _, want := range []string{"kind: WarehouseSink", "kubectl get sinks", "create secret generic s3-creds"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("helm install notes lack %q:\n%s", want, out)
+			}
+		}
 		waitEstablished(t, c)
 		dep := &appsv1.Deployment{}
 		if err := c.Get(ctx, client.ObjectKey{Namespace: releaseNS, Name: "jetsink"}, dep); err != nil {
@@ -192,12 +198,23 @@ func TestInstallOnACluster(t *testing.T) {
 		assertAccess(t, c, user, false, notNeeded(sinkNS))
 	})
 
+	// The upgrade carries a changed value and a changed CRD (a new printer
+	// column in a copy of the chart): CRDs live in templates/ so that
+	// upgrades apply them.
 	step("helm upgrade", func(t *testing.T) {
 		before := &appsv1.Deployment{}
 		if err := c.Get(ctx, client.ObjectKey{Namespace: releaseNS, Name: "jetsink"}, before); err != nil {
 			t.Fatal(err)
 		}
-		helm("upgrade", "jetsink", chart, "--namespace", releaseNS, "--reuse-values", "--set", "image.tag=9.9.9", "--wait=false")
+		next := chartWithExtraPrinterColumn(t, chart)
+		helm("upgrade", "jetsink", next, "--namespace", releaseNS, "--reuse-values", "--set", "image.tag=9.9.9", "--wait=false")
+		crd := &apiextensionsv1.CustomResourceDefinition{}
+		if err := c.Get(ctx, client.ObjectKey{Name: "warehousesinks.jetsink.dev"}, crd); err != nil {
+			t.Fatal(err)
+		}
+		if cols := crd.Spec.Versions[0].AdditionalPrinterColumns; cols[len(cols)-1].Name != "UpgradeTest" {
+			t.Errorf("helm upgrade did not apply the CRD change: columns %v", cols)
+		}
 		after := &appsv1.Deployment{}
 		if err := c.Get(ctx, client.ObjectKey{Namespace: releaseNS, Name: "jetsink"}, after); err != nil {
 			t.Fatal(err)
@@ -275,6 +292,31 @@ func TestInstallOnACluster(t *testing.T) {
 		kubectl("apply", "--namespace", sinkNS, "-k", filepath.Join(root, "config", "samples"))
 		getSink(t, c, sinkNS, "events")
 	})
+}
+
+// chartWithExtraPrinterColumn copies the chart with one more printer column
+// in its CRD template, as a newer API version of the operator would bring.
+func chartWithExtraPrinterColumn(t *testing.T, chart string) string {
+	t.Helper()
+	dst := filepath.Join(t.TempDir(), "jetsink")
+	if err := os.CopyFS(dst, os.DirFS(chart)); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dst, "templates", "crd", "warehousesinks.jetsink.dev.yaml")
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const anchor = "    - jsonPath: .metadata.creationTimestamp\n      name: Age\n      type: date\n"
+	if !strings.Contains(string(b), anchor) {
+		t.Fatalf("no Age column in %s", p)
+	}
+	b = []byte(strings.Replace(string(b), anchor,
+		anchor+"    - jsonPath: .spec.source.consumer\n      name: UpgradeTest\n      type: string\n", 1))
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dst
 }
 
 // notNeeded are requests no role of the chart may allow in ns.
