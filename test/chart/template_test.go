@@ -216,7 +216,7 @@ func TestTemplateRefusesUnsafeValues(t *testing.T) {
 		{"--set", "replicaCount=2", "--set", "leaderElection.enabled=false"},
 		{"--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.service.enabled=false"},
 		{"--set", "serviceAccount.create=false"},
-		{"--set", "watchNamespace=analytics"}, // misspelt: values.schema.json refuses unknown keys
+		{"--set", "watchNamespace=analytics"},  // misspelt: values.schema.json refuses unknown keys
 		{"--set", "watchNamespaces=analytics"}, // a string, not a list
 	} {
 		if out, err := tryRun(helm, append([]string{"template", "jetsink", chartDir(t)}, args...)...); err == nil {
