@@ -64,6 +64,10 @@ const MetricsAddrEnv = "JETSINK_METRICS_ADDR"
 // ManagedBy marks the EndpointSlices the runner writes.
 const ManagedBy = "podrunner.jetsink.dev"
 
+// HostAddressAnnotation on an EndpointSlice the runner writes is the IP its
+// endpoints really listen on (loopback, which an EndpointSlice may not hold).
+const HostAddressAnnotation = "podrunner.jetsink.dev/host-address"
+
 // Options configure a Runner.
 type Options struct {
 	// Client talks to the API server.
@@ -770,13 +774,16 @@ func endpointSlice(svc *corev1.Service, e readyEndpoint) *discoveryv1.EndpointSl
 				discoveryv1.LabelServiceName: svc.Name,
 				discoveryv1.LabelManagedBy:   ManagedBy,
 			},
+			Annotations:     map[string]string{HostAddressAnnotation: "127.0.0.1"},
 			OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Service", Name: svc.Name, UID: svc.UID}},
 		},
-		// The API server refuses loopback IPs in an EndpointSlice; every
-		// local pod listens on this host, so the address is "localhost".
+		// The API server refuses loopback IPs (and single-label names) in
+		// an EndpointSlice, so the address is the pod's name under a
+		// local domain, and HostAddressAnnotation says where it really
+		// listens: the port is the real one.
 		AddressType: discoveryv1.AddressTypeFQDN,
 		Endpoints: []discoveryv1.Endpoint{{
-			Addresses:  []string{"localhost"},
+			Addresses:  []string{e.pod + ".pods.podrunner.local"},
 			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)},
 			TargetRef:  &corev1.ObjectReference{Kind: "Pod", Namespace: svc.Namespace, Name: e.pod},
 		}},

@@ -1,0 +1,354 @@
+package e2e
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	jetsinkv1 "github.com/jetsink/jetsink/api/v1alpha1"
+	"github.com/jetsink/jetsink/hack/localstack/podrunner"
+	"github.com/jetsink/jetsink/hack/localstack/stack"
+	"github.com/jetsink/jetsink/sinkworker"
+)
+
+// A sink with 2 replicas runs 2 worker processes; every published event
+// lands in the bucket exactly once, in its partition; kubectl shows the sink
+// Ready with no lag; the metrics Service's endpoints count the same rows.
+func TestEveryEventWrittenOnce(t *testing.T) {
+	e := newEnv(t, "once")
+	e.create(e.sink("events", 2))
+	e.waitReady("events", 2)
+
+	const n = 6000
+	p := &publisher{e: e, prefix: "once"}
+	p.publish(n)
+	if dupes := e.waitAllWritten(p, 60*time.Second); dupes != 0 {
+		t.Errorf("%d duplicate rows without any failure; want every event exactly once", dupes)
+	}
+	counts, files := e.readBucket()
+	if len(counts) != n {
+		t.Errorf("bucket holds %d distinct events, want %d", len(counts), n)
+	}
+	t.Logf("%d events in %d files", n, files)
+
+	eventually(t, 20*time.Second, "kubectl get sinks: Available, lag 0", func() (bool, string) {
+		out, err := kubectl(t, "get", "sinks", "-n", e.ns, "--no-headers",
+			"-o", "custom-columns=READY:.status.readyReplicas,LAG:.status.consumer.numPending,STATUS:.status.conditions[?(@.type==\"Ready\")].status")
+		return err == nil && strings.Fields(out) != nil && strings.Join(strings.Fields(out), " ") == "2 0 True", out
+	})
+	out, _ := kubectl(t, "get", "sinks", "-n", e.ns)
+	t.Logf("kubectl get sinks:\n%s", out)
+
+	eventually(t, 20*time.Second, "the metrics endpoints to count every row", func() (bool, string) {
+		m, eps := e.endpointMetrics("events")
+		return eps == 2 && m["jetsink_file_rows_total"] == n && m["jetsink_events_acked_total"] == n &&
+				m["jetsink_files_written_total"] == float64(files),
+			fmt.Sprintf("endpoints %d, rows %v, acked %v, files %v (bucket %d)", eps, m["jetsink_file_rows_total"],
+				m["jetsink_events_acked_total"], m["jetsink_files_written_total"], files)
+	})
+}
+
+// Scaling the sink (the /scale subresource, then a patch) while events flow:
+// the processes follow, the drained workers exit cleanly within their grace
+// period, and no event is lost.
+func TestScaleWhileEventsFlow(t *testing.T) {
+	e := newEnv(t, "scale")
+	e.create(e.sink("events", 2))
+	e.waitReady("events", 2)
+	key := e.key("events")
+
+	p := &publisher{e: e, prefix: "scale"}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+				p.publish(100)
+			}
+		}
+	})
+	defer func() {
+		select {
+		case <-stop:
+		default:
+			close(stop)
+		}
+		wg.Wait()
+	}()
+
+	time.Sleep(2 * time.Second)
+	if out, err := kubectl(t, "scale", "-n", e.ns, "warehousesink/events", "--replicas=4"); err != nil {
+		t.Fatal(err)
+	} else {
+		t.Log(strings.TrimSpace(out))
+	}
+	e.waitReady("events", 4)
+	time.Sleep(2 * time.Second)
+	before := len(st.Runner.Events())
+	if _, err := kubectl(t, "patch", "-n", e.ns, "warehousesink/events", "--type=merge", "-p", `{"spec":{"replicas":1}}`); err != nil {
+		t.Fatal(err)
+	}
+	e.waitReady("events", 1)
+	time.Sleep(2 * time.Second)
+	close(stop)
+	wg.Wait()
+
+	// The three drained workers exited by themselves, with status 0.
+	var exits []podrunner.Event
+	for _, ev := range st.Runner.Events()[before:] {
+		if ev.Deployment == key && ev.Type == "Exited" {
+			exits = append(exits, ev)
+		}
+		if ev.Deployment == key && ev.Type == "Killed" {
+			t.Errorf("pod %s was killed: %s", ev.Pod, ev.Detail)
+		}
+	}
+	if len(exits) != 3 {
+		t.Errorf("scale-down 4→1: %d pods exited, want 3: %+v", len(exits), exits)
+	}
+	for _, ev := range exits {
+		if !strings.HasPrefix(ev.Detail, "exit status 0") {
+			t.Errorf("pod %s did not drain cleanly: %s", ev.Pod, ev.Detail)
+		}
+	}
+	dupes := e.waitAllWritten(p, 60*time.Second)
+	t.Logf("%d events published while scaling 2→4→1; none lost, %d duplicate rows", p.published(), dupes)
+	if dupes != 0 {
+		t.Errorf("%d duplicate rows: a clean drain should write every event once", dupes)
+	}
+}
+
+// kill -9 of a worker holding open batches: its events are redelivered
+// after AckWait and written by the others (or its restart); nothing is lost
+// and the duplicates are bounded by what it held.
+func TestKillNineLosesNothing(t *testing.T) {
+	e := newEnv(t, "kill")
+	s := e.sink("events", 2)
+	// Long batches so the killed worker holds events; a short AckWait so
+	// they come back quickly.
+	s.Spec.Batch.MaxAge = &metav1.Duration{Duration: 5 * time.Second}
+	s.Spec.Batch.MaxEvents = 100000
+	s.Spec.Source.AckWait = &metav1.Duration{Duration: 8 * time.Second}
+	e.create(s)
+	e.waitReady("events", 2)
+	key := e.key("events")
+
+	p := &publisher{e: e, prefix: "kill"}
+	p.publish(4000)
+	// Wait until the victim holds events it has not written.
+	var victim podrunner.PodInfo
+	var inFlight float64
+	eventually(t, 10*time.Second, "a worker holding unwritten events", func() (bool, string) {
+		for _, pod := range st.Runner.Pods(key) {
+			m, err := stack.Scrape(t.Context(), "http://"+pod.MetricsAddr+"/metrics")
+			if err != nil {
+				continue
+			}
+			held := m["jetsink_events_received_total"] - m["jetsink_events_acked_total"] - m["jetsink_events_dead_lettered_total"]
+			if held > 0 {
+				victim, inFlight = pod, held
+				return true, ""
+			}
+		}
+		return false, "no worker holds events"
+	})
+	name, err := st.Runner.Kill(key, func([]podrunner.PodInfo) string { return victim.Name })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("SIGKILLed %s holding %.0f unwritten events", name, inFlight)
+	p.publish(2000)
+
+	dupes := e.waitAllWritten(p, 60*time.Second)
+	t.Logf("%d events, none lost; %d duplicate rows (the killed worker held %.0f)", p.published(), dupes, inFlight)
+	if float64(dupes) > inFlight {
+		t.Errorf("%d duplicates, more than the %.0f events in flight at the kill", dupes, inFlight)
+	}
+	// The pod runner restarted it, as a kubelet restarts a container.
+	eventually(t, 30*time.Second, "the killed pod restarted and ready", func() (bool, string) {
+		for _, pod := range st.Runner.Pods(key) {
+			if pod.Name == name {
+				return pod.Restarts >= 1 && pod.Ready, fmt.Sprintf("%+v", pod)
+			}
+		}
+		return false, "pod gone"
+	})
+}
+
+// Changing shutdownTimeout rolls the Deployment; the new pods carry the new
+// grace period, the old ones drain under the old one, and the sink is Ready
+// at the new generation.
+func TestShutdownTimeoutChangeRolls(t *testing.T) {
+	e := newEnv(t, "roll")
+	e.create(e.sink("events", 2))
+	e.waitReady("events", 2)
+	key := e.key("events")
+	oldPods := st.Runner.Pods(key)
+	wantOld := 5*time.Second + 15*time.Second // shutdownTimeout + the operator's margin
+	for _, pod := range oldPods {
+		if pod.GracePeriod != wantOld {
+			t.Errorf("pod %s grace %s, want %s", pod.Name, pod.GracePeriod, wantOld)
+		}
+	}
+	p := &publisher{e: e, prefix: "roll"}
+	p.publish(2000)
+
+	before := len(st.Runner.Events())
+	if _, err := kubectl(t, "patch", "-n", e.ns, "warehousesink/events", "--type=merge", "-p", `{"spec":{"shutdownTimeout":"9s"}}`); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "the Deployment's new grace period", func() (bool, string) {
+		d := &appsv1.Deployment{}
+		if err := st.Client.Get(t.Context(), key, d); err != nil {
+			return false, err.Error()
+		}
+		g := ptr.Deref(d.Spec.Template.Spec.TerminationGracePeriodSeconds, 0)
+		return g == 24, fmt.Sprintf("terminationGracePeriodSeconds %d", g)
+	})
+	e.waitReady("events", 2)
+	p.publish(2000)
+	newPods := st.Runner.Pods(key)
+	for _, pod := range newPods {
+		if pod.GracePeriod != 24*time.Second {
+			t.Errorf("new pod %s grace %s, want 24s", pod.Name, pod.GracePeriod)
+		}
+		for _, o := range oldPods {
+			if o.Name == pod.Name || o.TemplateHash == pod.TemplateHash {
+				t.Errorf("pod %s survived the roll", pod.Name)
+			}
+		}
+	}
+	var terms []string
+	for _, ev := range st.Runner.Events()[before:] {
+		if ev.Deployment == key && ev.Type == "Terminating" {
+			terms = append(terms, ev.Pod+": "+ev.Detail)
+		}
+		if ev.Deployment == key && ev.Type == "Killed" {
+			t.Errorf("pod %s killed during the roll: %s", ev.Pod, ev.Detail)
+		}
+	}
+	if len(terms) != 2 {
+		t.Errorf("roll terminated %d old pods, want 2: %v", len(terms), terms)
+	}
+	for _, s := range terms {
+		if !strings.Contains(s, "grace period 20s") {
+			t.Errorf("old pod not given its own grace period: %s", s)
+		}
+	}
+	if dupes := e.waitAllWritten(p, 60*time.Second); dupes != 0 {
+		t.Errorf("%d duplicate rows across a clean roll", dupes)
+	}
+}
+
+// Deleting a sink drains and stops its workers, keeps its consumer (the
+// default Retain policy) and leaves the bucket as it was.
+func TestDeleteSinkRetainsConsumerAndBucket(t *testing.T) {
+	e := newEnv(t, "delete")
+	s := e.sink("events", 2)
+	e.create(s)
+	e.waitReady("events", 2)
+	key := e.key("events")
+	p := &publisher{e: e, prefix: "delete"}
+	p.publish(3000)
+	e.waitAllWritten(p, 60*time.Second)
+	_, filesBefore := e.readBucket()
+
+	before := len(st.Runner.Events())
+	if _, err := kubectl(t, "delete", "-n", e.ns, "warehousesink/events", "--wait=true"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "every worker stopped", func() (bool, string) {
+		pods := st.Runner.Pods(key)
+		return len(pods) == 0, fmt.Sprintf("%+v", pods)
+	})
+	var exits []string
+	for _, ev := range st.Runner.Events()[before:] {
+		if ev.Deployment == key && (ev.Type == "Exited" || ev.Type == "Killed") {
+			exits = append(exits, ev.Type+" "+ev.Detail)
+		}
+	}
+	if len(exits) != 2 {
+		t.Errorf("%d worker exits, want 2: %v", len(exits), exits)
+	}
+	for _, x := range exits {
+		if !strings.HasPrefix(x, "Exited exit status 0") {
+			t.Errorf("worker did not drain cleanly: %s", x)
+		}
+	}
+	info := e.consumerInfo()
+	if info.NumAckPending != 0 || info.NumPending != 0 {
+		t.Errorf("retained consumer has pending %d, ack pending %d; want both 0", info.NumPending, info.NumAckPending)
+	}
+	e.rows = map[string][]sinkworker.Row{}
+	_, filesAfter := e.readBucket()
+	if filesAfter != filesBefore {
+		t.Errorf("bucket has %d files after the delete, had %d", filesAfter, filesBefore)
+	}
+}
+
+// An invalid sink is refused by the API server with a message naming the
+// field; a sink with wrong S3 credentials is Degraded, saying so, and ACKs
+// nothing.
+func TestBadInput(t *testing.T) {
+	e := newEnv(t, "bad")
+	t.Run("invalid spec refused by kubectl apply", func(t *testing.T) {
+		manifest := fmt.Sprintf(`apiVersion: jetsink.dev/v1alpha1
+kind: WarehouseSink
+metadata: {name: invalid, namespace: %s}
+spec:
+  source: {url: %q, stream: %s, ackWait: 10s}
+  destination: {bucket: %s}
+  batch: {maxAge: 60s}
+  parquet: {compression: lz4}
+`, e.ns, st.NATSURL, e.stream, e.bucket)
+		out, err := st.Kubectl(t.Context(), strings.NewReader(manifest), "apply", "-f", "-")
+		if err == nil {
+			t.Fatalf("kubectl apply accepted an invalid sink: %s", out)
+		}
+		for _, want := range []string{"compression", "ackWait"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("kubectl apply's error does not name %s:\n%s", want, out)
+			}
+		}
+		t.Logf("kubectl apply refused it:\n%s", out)
+	})
+	t.Run("wrong S3 credentials: Degraded, nothing ACKed", func(t *testing.T) {
+		if err := st.Client.Create(t.Context(), stack.S3Secret(e.ns, "wrong-s3", stack.S3AccessKey, "not-the-secret")); err != nil {
+			t.Fatal(err)
+		}
+		s := e.sink("wrongcreds", 1)
+		s.Spec.Destination.CredentialsSecretRef = &corev1.LocalObjectReference{Name: "wrong-s3"}
+		e.create(s)
+		p := &publisher{e: e, prefix: "bad"}
+		p.publish(500)
+		eventually(t, 60*time.Second, "a Degraded condition that names the S3 credentials", func() (bool, string) {
+			got := e.getSink("wrongcreds")
+			c := apimeta.FindStatusCondition(got.Status.Conditions, jetsinkv1.ConditionDegraded)
+			if c == nil {
+				return false, "no Degraded condition"
+			}
+			msg := strings.ToLower(c.Message)
+			return c.Status == metav1.ConditionTrue && strings.Contains(msg, "s3") &&
+					(strings.Contains(msg, "credential") || strings.Contains(msg, "access denied") || strings.Contains(msg, "signature")),
+				fmt.Sprintf("%s=%s %s: %s", c.Type, c.Status, c.Reason, c.Message)
+		})
+		info := e.consumerInfo()
+		if info.AckFloor.Stream != 0 {
+			t.Errorf("consumer ACK floor is at stream sequence %d: something was ACKed", info.AckFloor.Stream)
+		}
+		if _, files := e.readBucket(); files != 0 {
+			t.Errorf("%d files written with wrong credentials", files)
+		}
+	})
+}
