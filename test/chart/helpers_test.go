@@ -106,25 +106,27 @@ func tryRunStdin(stdin, name string, args ...string) (string, error) {
 	cmd.Stdin = strings.NewReader(stdin)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	cmd.Env = append(os.Environ(), helmEnv...)
+	cmd.Env = append(os.Environ(), toolEnv...)
 	if err := cmd.Run(); err != nil {
 		return stdout.String(), errors.New(err.Error() + ": " + stderr.String() + stdout.String())
 	}
 	return stdout.String(), nil
 }
 
-// helmEnv keeps helm's cache, config and data out of the user's home.
-var helmEnv []string
+// toolEnv keeps helm's cache, config and data and kubectl's discovery cache
+// out of the user's home.
+var toolEnv []string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "jetsink-chart-helm-")
 	if err != nil {
 		panic(err)
 	}
-	helmEnv = []string{
+	toolEnv = []string{
 		"HELM_CACHE_HOME=" + filepath.Join(dir, "cache"),
 		"HELM_CONFIG_HOME=" + filepath.Join(dir, "config"),
 		"HELM_DATA_HOME=" + filepath.Join(dir, "data"),
+		"KUBECACHEDIR=" + filepath.Join(dir, "kube-cache"),
 	}
 	code := m.Run()
 	stopEnv()
