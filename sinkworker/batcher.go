@@ -50,6 +50,9 @@ type batch struct {
 	opened time.Time // first event's arrival; BatchMaxAge counts from here
 	leased time.Time // when all its messages were last leased (fetch or InProgress)
 	reason string    // why it was cut
+	// inflight is a copy of the messages taken when a flusher took the
+	// batch: the flusher sorts msgs in place, so leases read this instead.
+	inflight []jetstream.Msg
 }
 
 // batcher groups events into per-partition batches and hands cut batches to
@@ -179,6 +182,10 @@ func (b *batcher) next() (*batch, bool) {
 	b.ready[0] = nil
 	b.ready = b.ready[1:]
 	b.inflight[bt] = struct{}{}
+	bt.inflight = make([]jetstream.Msg, len(bt.msgs))
+	for i := range bt.msgs {
+		bt.inflight[i] = bt.msgs[i].msg
+	}
 	return bt, true
 }
 
@@ -207,7 +214,11 @@ func (b *batcher) tick(now time.Time) {
 			return
 		}
 		bt.leased = now
-		// A copy: the flusher sorts bt.msgs in place while we send.
+		if bt.inflight != nil {
+			lease = append(lease, bt.inflight)
+			return
+		}
+		// A copy: more events are appended to an open batch while we send.
 		msgs := make([]jetstream.Msg, len(bt.msgs))
 		for i := range bt.msgs {
 			msgs[i] = bt.msgs[i].msg

@@ -121,7 +121,7 @@ func TestThroughput(t *testing.T) {
 	e.cfg.Workers = 4
 	e.cfg.AckWait = 30 * time.Second
 	e.cfg.BatchMaxEvents = 10000
-	e.cfg.BatchMaxAge = time.Second
+	e.cfg.BatchMaxAge = 200 * time.Millisecond
 	e.cfg.Endpoint = e.s3.URL // no proxy hop
 	evs := makeEvents(100000, []string{"shop", "blog", "game"}, 2)
 	e.publish(evs)
