@@ -278,3 +278,41 @@ func TestMemoryStaysBounded(t *testing.T) {
 	}
 	e.checkWritten(evs)
 }
+
+// An event whose upload still fails on its last allowed delivery is
+// dead-lettered rather than silently dropped by JetStream's MaxDeliver.
+func TestExhaustedDeliveriesAreDeadLettered(t *testing.T) {
+	e := newEnv(t)
+	e.nats.CreateStream(t, "DLQ", "dlq.events")
+	e.cfg.DeadLetterSubject = "dlq.events"
+	e.cfg.MaxDeliver = 2
+	e.proxy.Set("", s3test.Fault{Status: 500})
+	evs := makeEvents(50, []string{"shop"}, 1)
+	e.publish(evs)
+	w := e.start(Backoff{Base: 100 * time.Millisecond, Max: 100 * time.Millisecond})
+	eventually(t, 30*time.Second, "events dead-lettered after MaxDeliver failed uploads", func() bool {
+		return metric(t, w.reg, "jetsink_events_terminated_total", "reason", reasonMaxDeliveries) == float64(len(evs))
+	})
+	if got := metric(t, w.reg, "jetsink_events_acked_total"); got != 0 {
+		t.Errorf("%v events ACKed though never written", got)
+	}
+	st, err := e.js.Stream(t.Context(), "DLQ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != uint64(len(evs)) {
+		t.Errorf("dead-letter stream holds %d messages, want %d", info.State.Msgs, len(evs))
+	}
+	m, err := st.GetMsg(t.Context(), info.State.FirstSeq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Header.Get(HeaderError) != reasonMaxDeliveries || m.Header.Get(HeaderDeliveries) != "2" ||
+		!strings.Contains(m.Header.Get(HeaderErrorDetail), "500") {
+		t.Errorf("dead-lettered with headers %v", m.Header)
+	}
+}

@@ -2,11 +2,14 @@ package sinkworker
 
 import (
 	"bytes"
+	"io"
+	"net/http"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/parquet-go/parquet-go"
 )
 
@@ -140,5 +143,59 @@ func TestThroughput(t *testing.T) {
 	// trip, a lock held across an upload) would fail this.
 	if rate < 5000 {
 		t.Errorf("%.0f events/s", rate)
+	}
+}
+
+// Outside Kubernetes the worker waits for its stream, creates its consumer
+// from ConsumerConfig, and says so on /readyz; /healthz and /metrics are
+// served from the start.
+func TestReadinessAndConsumerCreation(t *testing.T) {
+	e := newEnv(t)
+	e.cfg.Stream = "LATER"
+	e.cfg.FilterSubjects = []string{"later.>"}
+	w := e.start(Backoff{})
+	base := "http://" + w.MetricsAddr()
+	status := func(path string) int {
+		resp, err := http.Get(base + path)
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := status("/healthz"); got != http.StatusOK {
+		t.Errorf("/healthz = %d", got)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if got := status("/readyz"); got != http.StatusServiceUnavailable {
+		t.Errorf("/readyz = %d before the stream exists, want 503", got)
+	}
+	e.nats.CreateStream(t, "LATER", "later.>")
+	eventually(t, 10*time.Second, "/readyz 200 once bound", func() bool { return status("/readyz") == http.StatusOK })
+
+	c, err := e.js.Consumer(t.Context(), "LATER", e.cfg.Consumer)
+	if err != nil {
+		t.Fatalf("consumer not created: %v", err)
+	}
+	cc := c.CachedInfo().Config
+	if cc.Durable != e.cfg.Consumer || cc.AckPolicy != jetstream.AckExplicitPolicy || cc.AckWait != e.cfg.AckWait ||
+		cc.FilterSubject != "later.>" || cc.MaxDeliver != e.cfg.MaxDeliver {
+		t.Errorf("created consumer %+v does not match ConsumerConfig", cc)
+	}
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, name := range []string{"jetsink_events_received_total", "jetsink_buffered_bytes", "jetsink_flushes_total{reason=\"max_age\"}",
+		"jetsink_s3_errors_total{operation=\"PutObject\"}", "jetsink_open_partitions"} {
+		if !strings.Contains(string(body), name) {
+			t.Errorf("/metrics lacks %s", name)
+		}
+	}
+	w.stop(t)
+	if got := status("/readyz"); got == http.StatusOK {
+		t.Error("/readyz still 200 after shutdown")
 	}
 }
