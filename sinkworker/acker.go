@@ -46,7 +46,10 @@ const ackTimeout = 5 * time.Second
 // for a reply each (a round trip per event would cap throughput), then one
 // flush (PING/PONG) confirms the server has read them all: an ACK lost to a
 // dropped connection is reported, and its event is redelivered and written
-// again (a duplicate, never a loss).
+// again (a duplicate, never a loss). DoubleAck would also confirm that the
+// server applied each ACK, but BenchmarkAck measured it at 51µs per event
+// sequentially and 27µs with 64 in flight, against 8.5µs for Ack+flush, on
+// the 2-core dev machine: it would cap a worker far below the target rate.
 func (a *acker) ack(msgs []trackedMsg) {
 	failed := 0
 	for _, m := range msgs {

@@ -316,3 +316,22 @@ func TestExhaustedDeliveriesAreDeadLettered(t *testing.T) {
 		t.Errorf("dead-lettered with headers %v", m.Header)
 	}
 }
+
+// With no dead-letter subject, poison is Term'd and counted, never redelivered.
+func TestPoisonWithoutDeadLetterSubject(t *testing.T) {
+	e := newEnv(t)
+	e.publishRaw("events.bad", []byte(`{"app_id":"shop","event":"x","timestamp":"soon"}`))
+	e.publish(makeEvents(10, []string{"shop"}, 1))
+	w := e.start(Backoff{})
+	eventually(t, 10*time.Second, "poison terminated, good ACKed", func() bool {
+		return metric(t, w.reg, "jetsink_events_terminated_total", "reason", reasonInvalidTimestamp) == 1 &&
+			metric(t, w.reg, "jetsink_events_acked_total") == 10
+	})
+	time.Sleep(200 * time.Millisecond)
+	if info := e.consumer(); info.NumAckPending != 0 || info.NumRedelivered != 0 {
+		t.Errorf("consumer: ack pending %d, redelivered %d", info.NumAckPending, info.NumRedelivered)
+	}
+	if got := metric(t, w.reg, "jetsink_events_dead_lettered_total"); got != 0 {
+		t.Errorf("dead_lettered = %v without a dead-letter subject", got)
+	}
+}

@@ -21,6 +21,12 @@ type Fault struct {
 	Reset bool
 	// Delay holds the request this long before passing it on.
 	Delay time.Duration
+	// DropResponse passes the request to the server, then closes the
+	// connection instead of answering: the write happened, but the client
+	// cannot know.
+	DropResponse bool
+	// Times limits the fault to this many requests (0: until cleared).
+	Times int
 }
 
 // FaultProxy is a reverse proxy in front of a real Server that injects
@@ -48,6 +54,18 @@ func NewFaultProxy(t testing.TB, s *Server, bucket string) *FaultProxy {
 	rp := httputil.NewSingleHostReverseProxy(target)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if f, ok := p.match(r.URL.Path); ok {
+			if f.DropResponse {
+				p.faults.Add(1)
+				rec := httptest.NewRecorder()
+				rp.ServeHTTP(rec, r)
+				if hj, ok := w.(http.Hijacker); ok {
+					if conn, _, err := hj.Hijack(); err == nil {
+						conn.Close()
+						return
+					}
+				}
+				panic(http.ErrAbortHandler)
+			}
 			if f.Delay > 0 {
 				select {
 				case <-time.After(f.Delay):
@@ -107,6 +125,15 @@ func (p *FaultProxy) match(path string) (Fault, bool) {
 	for prefix, rule := range p.rules {
 		if strings.HasPrefix(key, prefix) && (!found || len(prefix) > len(best)) {
 			best, f, found = prefix, rule, true
+		}
+	}
+	if found && f.Times > 0 {
+		if f.Times == 1 {
+			delete(p.rules, best)
+		} else {
+			rule := f
+			rule.Times--
+			p.rules[best] = rule
 		}
 	}
 	return f, found
