@@ -59,6 +59,20 @@ build: ## Build bin/manager and bin/sinkworker.
 	go build -o $(BIN)/manager ./cmd/manager
 	go build -o $(BIN)/sinkworker ./cmd/sinkworker
 
+##@ Local stack
+
+.PHONY: demo
+demo: tools build ## Run the whole product on this machine: events in, Parquet out (about a minute).
+	go run ./hack/demo
+
+.PHONY: localstack
+localstack: tools build ## Start the local stack (API server, NATS, S3, operator, pod runner) until Ctrl-C.
+	go run ./hack/localstack
+
+.PHONY: e2e
+e2e: tools ## The end-to-end suite on the local stack (also part of make test).
+	go test $(GO_TEST_FLAGS) -timeout 15m -v ./test/e2e/...
+
 .PHONY: docker-build
 docker-build: ## Build the image (needs a Docker engine).
 	docker build -t $(IMG) .

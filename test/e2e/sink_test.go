@@ -302,27 +302,33 @@ func TestDeleteSinkRetainsConsumerAndBucket(t *testing.T) {
 // nothing.
 func TestBadInput(t *testing.T) {
 	e := newEnv(t, "bad")
-	t.Run("invalid spec refused by kubectl apply", func(t *testing.T) {
-		manifest := fmt.Sprintf(`apiVersion: jetsink.dev/v1alpha1
-kind: WarehouseSink
-metadata: {name: invalid, namespace: %s}
-spec:
-  source: {url: %q, stream: %s, ackWait: 10s}
-  destination: {bucket: %s}
-  batch: {maxAge: 60s}
-  parquet: {compression: lz4}
-`, e.ns, st.NATSURL, e.stream, e.bucket)
-		out, err := st.Kubectl(t.Context(), strings.NewReader(manifest), "apply", "-f", "-")
-		if err == nil {
-			t.Fatalf("kubectl apply accepted an invalid sink: %s", out)
-		}
-		for _, want := range []string{"compression", "ackWait"} {
-			if !strings.Contains(out, want) {
-				t.Errorf("kubectl apply's error does not name %s:\n%s", want, out)
+	for _, tc := range []struct {
+		name, spec string
+		want       []string // in kubectl's error
+	}{
+		{"unknown compression (schema enum)", "parquet: {compression: lz4}", []string{"spec.parquet.compression", "lz4"}},
+		{"ackWait not longer than maxAge (CEL rule)", "source: {url: nats://x, stream: S, ackWait: 10s}\n  batch: {maxAge: 60s}",
+			[]string{"spec.source.ackWait", "must be longer than batch.maxAge"}},
+		{"shutdownTimeout out of range (CEL rule)", "shutdownTimeout: 2h", []string{"shutdownTimeout"}},
+	} {
+		t.Run("kubectl apply refuses "+tc.name, func(t *testing.T) {
+			spec := tc.spec
+			if !strings.Contains(spec, "source:") {
+				spec += "\n  source: {url: nats://x, stream: S}"
 			}
-		}
-		t.Logf("kubectl apply refused it:\n%s", out)
-	})
+			manifest := fmt.Sprintf("apiVersion: jetsink.dev/v1alpha1\nkind: WarehouseSink\nmetadata: {name: invalid, namespace: %s}\nspec:\n  destination: {bucket: lake}\n  %s\n", e.ns, spec)
+			out, err := st.Kubectl(t.Context(), strings.NewReader(manifest), "apply", "-f", "-")
+			if err == nil {
+				t.Fatalf("kubectl apply accepted an invalid sink:\n%s\n%s", manifest, out)
+			}
+			for _, want := range tc.want {
+				if !strings.Contains(out, want) {
+					t.Errorf("kubectl apply's error does not say %q:\n%s", want, out)
+				}
+			}
+			t.Logf("refused:\n%s", out)
+		})
+	}
 	t.Run("wrong S3 credentials: Degraded, nothing ACKed", func(t *testing.T) {
 		if err := st.Client.Create(t.Context(), stack.S3Secret(e.ns, "wrong-s3", stack.S3AccessKey, "not-the-secret")); err != nil {
 			t.Fatal(err)
@@ -332,7 +338,7 @@ spec:
 		e.create(s)
 		p := &publisher{e: e, prefix: "bad"}
 		p.publish(500)
-		eventually(t, 60*time.Second, "a Degraded condition that names the S3 credentials", func() (bool, string) {
+		eventually(t, 30*time.Second, "a Degraded condition that names the S3 credentials", func() (bool, string) {
 			got := e.getSink("wrongcreds")
 			c := apimeta.FindStatusCondition(got.Status.Conditions, jetsinkv1.ConditionDegraded)
 			if c == nil {
