@@ -282,8 +282,8 @@ func (d *demo) progress(ctx context.Context, publishing bool) (*jetsinkv1.Wareho
 	if !publishing {
 		state = "draining"
 	}
-	fmt.Printf("\n   [t+%s] %s: published %d good + %d poison | objects %d | rows %d | dead-lettered %d\n",
-		time.Since(d.start).Round(time.Second), state, d.published, d.poisoned, len(d.rows), d.totalRows(), d.deadLettered)
+	fmt.Printf("\n   [t+%s] %s: published %d good + %d poison | lag %d, in open batches (awaiting ACK) %d | objects %d | rows %d | dead-lettered %d\n",
+		time.Since(d.start).Round(time.Second), state, d.published, d.poisoned, lag, ackPending, len(d.rows), d.totalRows(), d.deadLettered)
 	out, err := d.stack.Kubectl(ctx, nil, "get", "sinks", "-n", namespace)
 	if err == nil {
 		for _, l := range strings.Split(strings.TrimRight(out, "\n"), "\n") {
