@@ -195,6 +195,12 @@ func crdTemplate(srcPath string, src []byte) (string, []byte, error) {
 // rulesTemplate turns the generated ClusterRole's rules into the named
 // template "jetsink.managerRules" (a YAML list, unindented).
 func rulesTemplate(src []byte) ([]byte, error) {
+	// controller-gen writes a Role per namespace after the ClusterRole when
+	// a marker names a namespace; the chart has no place for those yet, so
+	// refuse rather than drop them.
+	if docs := strings.Split(strings.TrimPrefix(string(src), "---\n"), "\n---\n"); len(docs) > 1 {
+		return nil, fmt.Errorf("%d objects, want only the ClusterRole: teach chartgen about namespaced roles", len(docs))
+	}
 	var role struct {
 		Kind  string            `json:"kind"`
 		Rules []json.RawMessage `json:"rules"`

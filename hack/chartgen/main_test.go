@@ -63,4 +63,10 @@ func TestCheckFindsStaleTemplates(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(root, crdOutDir, "old.yaml")); !os.IsNotExist(err) {
 		t.Errorf("regeneration left old.yaml behind: %v", err)
 	}
+
+	// A second object in role.yaml would be silently dropped: refuse it.
+	write(rolePath, "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: m\nrules:\n- apiGroups: [\"\"]\n  resources: [secrets]\n  verbs: [get]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  name: m\n  namespace: x\nrules: []\n")
+	if err := run(root, false); err == nil {
+		t.Error("a role.yaml with two objects was accepted")
+	}
 }

@@ -152,6 +152,9 @@ func TestInstallOnACluster(t *testing.T) {
 		if *sink.Spec.Replicas != 2 || sink.Spec.Source.Stream != "EVENTS" || sink.Spec.Destination.Bucket != "lake" {
 			t.Errorf("stored sample: %+v", sink.Spec)
 		}
+		if out := kubectl("describe", "sink", "events", "--namespace", sinkNS); !strings.Contains(out, "WarehouseSink") || !strings.Contains(out, "EVENTS") {
+			t.Errorf("kubectl describe sink:\n%s", out)
+		}
 		out := kubectl("get", "sinks", "--namespace", sinkNS)
 		for _, want := range []string{"STREAM", "BUCKET", "LAG", "events", "EVENTS", "lake"} {
 			if !strings.Contains(out, want) {
