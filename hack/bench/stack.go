@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"k8s.io/utils/ptr"
 
 	"github.com/jetsink/jetsink/internal/testutil/s3test"
 )
@@ -99,7 +100,7 @@ func (s *stack) startS3(ctx context.Context, bin string) error {
 	}
 	s.s3URL = "http://" + addr
 	s.s3 = s3test.NewClient(s.s3URL)
-	_, err = s.s3.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: ptr(bucket)})
+	_, err = s.s3.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: ptr.To(bucket)})
 	return err
 }
 
@@ -138,8 +139,6 @@ func freePort() int {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
 }
-
-func ptr[T any](v T) *T { return &v }
 
 // tail returns the last n bytes of a file, for error messages.
 func tail(path string, n int) string {
