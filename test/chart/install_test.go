@@ -111,11 +111,12 @@ func TestInstallOnACluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	helm := func(args ...string) string {
+	// helm and kubectl run as the admin user; t is the step's test.
+	helm := func(t *testing.T, args ...string) string {
 		t.Helper()
 		return run(t, tool(t, "helm"), append(args, "--kubeconfig", kubeconfig)...)
 	}
-	kubectl := func(args ...string) string {
+	kubectl := func(t *testing.T, args ...string) string {
 		t.Helper()
 		return run(t, tool(t, "kubectl"), append(args, "--kubeconfig", kubeconfig)...)
 	}
@@ -131,7 +132,7 @@ func TestInstallOnACluster(t *testing.T) {
 	}
 
 	step("helm install", func(t *testing.T) {
-		out := helm("install", "jetsink", chart, "--namespace", releaseNS, "--create-namespace", "--wait=false")
+		out := helm(t, "install", "jetsink", chart, "--namespace", releaseNS, "--create-namespace", "--wait=false")
 		// NOTES.txt walks the user to a first sink.
 		for _, want := range []string{"kind: WarehouseSink", "kubectl get sinks", "create secret generic s3-creds"} {
 			if !strings.Contains(out, want) {
@@ -146,16 +147,16 @@ func TestInstallOnACluster(t *testing.T) {
 	})
 
 	step("kubectl apply the sample", func(t *testing.T) {
-		kubectl("create", "namespace", sinkNS)
-		kubectl("apply", "--namespace", sinkNS, "-k", filepath.Join(root, "config", "samples"))
+		kubectl(t, "create", "namespace", sinkNS)
+		kubectl(t, "apply", "--namespace", sinkNS, "-k", filepath.Join(root, "config", "samples"))
 		sink := getSink(t, c, sinkNS, "events")
 		if *sink.Spec.Replicas != 2 || sink.Spec.Source.Stream != "EVENTS" || sink.Spec.Destination.Bucket != "lake" {
 			t.Errorf("stored sample: %+v", sink.Spec)
 		}
-		if out := kubectl("describe", "sink", "events", "--namespace", sinkNS); !strings.Contains(out, "WarehouseSink") || !strings.Contains(out, "EVENTS") {
+		if out := kubectl(t, "describe", "sink", "events", "--namespace", sinkNS); !strings.Contains(out, "WarehouseSink") || !strings.Contains(out, "EVENTS") {
 			t.Errorf("kubectl describe sink:\n%s", out)
 		}
-		out := kubectl("get", "sinks", "--namespace", sinkNS)
+		out := kubectl(t, "get", "sinks", "--namespace", sinkNS)
 		for _, want := range []string{"STREAM", "BUCKET", "LAG", "events", "EVENTS", "lake"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("kubectl get sinks lacks %q:\n%s", want, out)
@@ -171,11 +172,11 @@ func TestInstallOnACluster(t *testing.T) {
 	})
 
 	step("scale the sink", func(t *testing.T) {
-		kubectl("scale", "sink/events", "--replicas=3", "--namespace", sinkNS)
+		kubectl(t, "scale", "sink/events", "--replicas=3", "--namespace", sinkNS)
 		if got := *getSink(t, c, sinkNS, "events").Spec.Replicas; got != 3 {
 			t.Errorf("after kubectl scale: spec.replicas %d, want 3", got)
 		}
-		kubectl("patch", "sink", "events", "--namespace", sinkNS, "--type=merge", "-p", `{"spec":{"replicas":1}}`)
+		kubectl(t, "patch", "sink", "events", "--namespace", sinkNS, "--type=merge", "-p", `{"spec":{"replicas":1}}`)
 		if got := *getSink(t, c, sinkNS, "events").Spec.Replicas; got != 1 {
 			t.Errorf("after editing the sink: spec.replicas %d, want 1", got)
 		}
@@ -183,7 +184,7 @@ func TestInstallOnACluster(t *testing.T) {
 
 	step("manager runs under the chart's ServiceAccount", func(t *testing.T) {
 		// Point the sample at the test's NATS server.
-		kubectl("patch", "sink", "events", "--namespace", sinkNS, "--type=merge",
+		kubectl(t, "patch", "sink", "events", "--namespace", sinkNS, "--type=merge",
 			"-p", fmt.Sprintf(`{"spec":{"source":{"url":%q}}}`, nats.ClientURL()))
 		sa := serviceAccountOf(t, c, releaseNS, "jetsink")
 		logs, stop := runManagerAs(t, cfg, releaseNS, sa, nil)
@@ -210,7 +211,7 @@ func TestInstallOnACluster(t *testing.T) {
 			t.Fatal(err)
 		}
 		next := chartWithExtraPrinterColumn(t, chart)
-		helm("upgrade", "jetsink", next, "--namespace", releaseNS, "--reuse-values", "--set", "image.tag=9.9.9", "--wait=false")
+		helm(t, "upgrade", "jetsink", next, "--namespace", releaseNS, "--reuse-values", "--set", "image.tag=9.9.9", "--wait=false")
 		crd := &apiextensionsv1.CustomResourceDefinition{}
 		if err := c.Get(ctx, client.ObjectKey{Name: "warehousesinks.jetsink.dev"}, crd); err != nil {
 			t.Fatal(err)
@@ -230,7 +231,7 @@ func TestInstallOnACluster(t *testing.T) {
 	})
 
 	step("helm uninstall keeps the CRD and the sinks", func(t *testing.T) {
-		out := helm("uninstall", "jetsink", "--namespace", releaseNS)
+		out := helm(t, "uninstall", "jetsink", "--namespace", releaseNS)
 		if !strings.Contains(out, "warehousesinks.jetsink.dev") {
 			t.Errorf("helm uninstall did not report keeping the CRD:\n%s", out)
 		}
@@ -254,11 +255,11 @@ func TestInstallOnACluster(t *testing.T) {
 	// Roles in the watched namespace only, and enough for the controller.
 	step("namespaced release", func(t *testing.T) {
 		const ns, watched = "jetsink-scoped", "team-a"
-		kubectl("create", "namespace", watched)
-		helm("install", "scoped", chart, "--namespace", ns, "--create-namespace", "--wait=false",
+		kubectl(t, "create", "namespace", watched)
+		helm(t, "install", "scoped", chart, "--namespace", ns, "--create-namespace", "--wait=false",
 			"--set", "crds.enabled=false", "--set", "watchNamespaces={"+watched+"}")
-		kubectl("apply", "--namespace", watched, "-k", filepath.Join(root, "config", "samples"))
-		kubectl("patch", "sink", "events", "--namespace", watched, "--type=merge",
+		kubectl(t, "apply", "--namespace", watched, "-k", filepath.Join(root, "config", "samples"))
+		kubectl(t, "patch", "sink", "events", "--namespace", watched, "--type=merge",
 			"-p", fmt.Sprintf(`{"spec":{"source":{"url":%q,"consumer":"team-a"}}}`, nats.ClientURL()))
 
 		sa := serviceAccountOf(t, c, ns, "scoped-jetsink")
@@ -277,11 +278,11 @@ func TestInstallOnACluster(t *testing.T) {
 			authorizationv1.ResourceAttributes{Verb: "list", Group: "jetsink.dev", Resource: "warehousesinks", Namespace: sinkNS},
 			authorizationv1.ResourceAttributes{Verb: "get", Resource: "secrets", Namespace: sinkNS},
 		))
-		helm("uninstall", "scoped", "--namespace", ns)
+		helm(t, "uninstall", "scoped", "--namespace", ns)
 	})
 
 	step("kubectl delete crd removes the sinks", func(t *testing.T) {
-		kubectl("delete", "crd", "warehousesinks.jetsink.dev", "--wait=true", "--timeout=60s")
+		kubectl(t, "delete", "crd", "warehousesinks.jetsink.dev", "--wait=true", "--timeout=60s")
 		if err := c.Get(ctx, client.ObjectKey{Namespace: sinkNS, Name: "events"}, &jetsinkv1.WarehouseSink{}); err == nil {
 			t.Error("a sink survived the deletion of its CRD")
 		}
@@ -289,10 +290,10 @@ func TestInstallOnACluster(t *testing.T) {
 
 	// The kustomize install path applies cleanly to the same cluster.
 	step("kubectl apply -k config/default", func(t *testing.T) {
-		kubectl("apply", "-k", filepath.Join(root, "config", "default"))
+		kubectl(t, "apply", "-k", filepath.Join(root, "config", "default"))
 		waitEstablished(t, c)
 		serviceAccountOf(t, c, releaseNS, "jetsink-manager")
-		kubectl("apply", "--namespace", sinkNS, "-k", filepath.Join(root, "config", "samples"))
+		kubectl(t, "apply", "--namespace", sinkNS, "-k", filepath.Join(root, "config", "samples"))
 		getSink(t, c, sinkNS, "events")
 	})
 }
