@@ -273,6 +273,7 @@ func (r *Runner) reconcileAll(ctx context.Context) {
 		for _, p := range d.pods {
 			r.terminate(d, p)
 		}
+		r.enforceGrace(d)
 		r.reap(d)
 		empty := len(d.pods) == 0
 		if empty {
