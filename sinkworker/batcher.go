@@ -133,6 +133,9 @@ func (b *batcher) add(row *Row, m trackedMsg, size int64, now time.Time) bool {
 		b.open[key] = bt
 	}
 	bt.rows = append(bt.rows, *row)
+	// One app_id string per partition instead of one per event: less to
+	// hold and to scan for the garbage collector while the batch waits.
+	bt.rows[len(bt.rows)-1].AppID = key.app
 	bt.msgs = append(bt.msgs, m)
 	bt.bytes += size
 	b.openBytes += size

@@ -2,10 +2,13 @@ package sinkworker
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"net/http"
 	"regexp"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -128,15 +131,22 @@ func TestThroughput(t *testing.T) {
 	e.cfg.Endpoint = e.s3.URL // no proxy hop
 	evs := makeEvents(100000, []string{"shop", "blog", "game"}, 2)
 	e.publish(evs)
+	raw := rawConsumeRate(t, e, len(evs))
 	start := time.Now()
 	w := e.start(Backoff{})
+	var fetched time.Duration
 	eventually(t, 90*time.Second, "backlog written", func() bool {
+		if fetched == 0 && metric(t, w.reg, "jetsink_events_received_total") == float64(len(evs)) {
+			fetched = time.Since(start)
+		}
 		return metric(t, w.reg, "jetsink_events_acked_total") == float64(len(evs))
 	})
 	elapsed := time.Since(start)
+	t.Logf("all fetched after %s", fetched)
 	w.stop(t)
 	rate := float64(len(evs)) / elapsed.Seconds()
-	t.Logf("%d events in %s: %.0f events/s, %v files, peak buffered %v bytes", len(evs), elapsed.Round(time.Millisecond), rate,
+	t.Logf("%d events in %s: %.0f events/s (%.2fx the raw consume+ACK rate of %.0f msg/s), %v files, peak buffered %v bytes",
+		len(evs), elapsed.Round(time.Millisecond), rate, rate/raw, raw,
 		metric(t, w.reg, "jetsink_files_written_total"), metric(t, w.reg, "jetsink_buffered_bytes_peak"))
 	e.checkWritten(evs)
 	// Far below the target; only a gross regression (a per-event round
@@ -198,4 +208,41 @@ func TestReadinessAndConsumerCreation(t *testing.T) {
 	if got := status("/readyz"); got == http.StatusOK {
 		t.Error("/readyz still 200 after shutdown")
 	}
+}
+
+// rawConsumeRate is the reference the worker is measured against, taken on
+// the same server and machine: the same number of goroutines pulling from
+// a fresh consumer and ACKing each message at once, doing nothing else
+// (what `nats bench js consume` measures).
+func rawConsumeRate(t *testing.T, e *env, n int) float64 {
+	t.Helper()
+	c, err := e.js.CreateConsumer(t.Context(), testStream, jetstream.ConsumerConfig{Durable: "raw", AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.js.DeleteConsumer(context.Background(), testStream, "raw")
+	var got atomic.Int64
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range e.cfg.Workers {
+		it, err := c.Messages(jetstream.PullMaxMessages(e.cfg.FetchBatchSize))
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Go(func() {
+			for {
+				m, err := it.Next()
+				if err != nil {
+					return
+				}
+				_ = m.Ack()
+				if got.Add(1) == int64(n) {
+					e.nc.Flush()
+				}
+			}
+		})
+		defer it.Stop()
+	}
+	eventually(t, 60*time.Second, "raw consume", func() bool { return got.Load() >= int64(n) })
+	return float64(n) / time.Since(start).Seconds()
 }
