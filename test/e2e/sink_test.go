@@ -249,6 +249,22 @@ func TestShutdownTimeoutChangeRolls(t *testing.T) {
 	if dupes := e.waitAllWritten(p, 60*time.Second); dupes != 0 {
 		t.Errorf("%d duplicate rows across a clean roll", dupes)
 	}
+
+	// A new pod stopped now gets the new grace period.
+	before = len(st.Runner.Events())
+	if _, err := kubectl(t, "scale", "-n", e.ns, "warehousesink/events", "--replicas=1"); err != nil {
+		t.Fatal(err)
+	}
+	e.waitReady("events", 1)
+	terms = nil
+	for _, ev := range st.Runner.Events()[before:] {
+		if ev.Deployment == key && ev.Type == "Terminating" {
+			terms = append(terms, ev.Detail)
+		}
+	}
+	if len(terms) != 1 || !strings.Contains(terms[0], "grace period 24s") {
+		t.Errorf("scale-down after the roll: %v, want one pod terminated with grace period 24s", terms)
+	}
 }
 
 // Deleting a sink drains and stops its workers, keeps its consumer (the
