@@ -136,6 +136,12 @@ func (r *WarehouseSinkReconciler) reconcile(ctx context.Context, sink *jetsinkv1
 	}
 
 	observeWorkers(sink, live)
+	// The workers run even when the bucket check fails: they NAK (never
+	// ACK) what they cannot write and pick up as soon as S3 lets them,
+	// while the sink says why it is stuck.
+	if p := checkDestination(ctx, cfg, creds.S3); p != nil {
+		return ctrl.Result{}, p
+	}
 	log.V(1).Info("Reconciled sink", "replicas", sink.Status.Replicas, "ready", sink.Status.ReadyReplicas,
 		"lag", info.NumPending)
 	return ctrl.Result{RequeueAfter: r.StatusRefresh}, nil

@@ -23,6 +23,7 @@ import (
 	jetsinkv1 "github.com/jetsink/jetsink/api/v1alpha1"
 	"github.com/jetsink/jetsink/controllers/workload"
 	"github.com/jetsink/jetsink/internal/testutil/natstest"
+	"github.com/jetsink/jetsink/internal/testutil/s3test"
 )
 
 // eventually retries check until it returns nil or the timeout passes, and
@@ -55,6 +56,18 @@ func newSink(ns, natsURL string) *jetsinkv1.WarehouseSink {
 		},
 	}
 }
+
+// withS3 points the sink at a real S3 server (versitygw) and a Secret
+// holding the given keys; it returns that Secret, not yet created.
+func withS3(t *testing.T, sink *jetsinkv1.WarehouseSink, s3 *s3test.Server, keys map[string]string) *corev1.Secret {
+	t.Helper()
+	sink.Spec.Destination.Endpoint = s3.URL
+	sink.Spec.Destination.ForcePathStyle = true
+	sink.Spec.Destination.CredentialsSecretRef = &corev1.LocalObjectReference{Name: "s3-creds"}
+	return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "s3-creds", Namespace: sink.Namespace}, StringData: keys}
+}
+
+var s3Keys = map[string]string{"AWS_ACCESS_KEY_ID": s3test.AccessKey, "AWS_SECRET_ACCESS_KEY": s3test.SecretKey}
 
 func get[T client.Object](t *testing.T, obj T, ns, name string) (T, error) {
 	t.Helper()
@@ -135,10 +148,10 @@ func TestSinkBecomesDeploymentServiceConsumerAndStatus(t *testing.T) {
 	ns := namespace(t)
 	srv := natstest.Start(t)
 	srv.CreateStream(t, "EVENTS", "events.>")
+	s3 := s3test.Start(t)
+	s3.CreateBucket(t, "lake")
 	sink := newSink(ns, srv.ClientURL())
-	sink.Spec.Destination.CredentialsSecretRef = &corev1.LocalObjectReference{Name: "s3-creds"}
-	mustCreate(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "s3-creds", Namespace: ns},
-		StringData: map[string]string{"AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "secret"}})
+	mustCreate(t, withS3(t, sink, s3, s3Keys))
 	mustCreate(t, sink)
 
 	var dep *appsv1.Deployment
@@ -278,8 +291,10 @@ func TestMissingSecretIsReportedThenResolved(t *testing.T) {
 	ns := namespace(t)
 	srv := natstest.Start(t)
 	srv.CreateStream(t, "EVENTS", "events.>")
+	s3 := s3test.Start(t)
+	s3.CreateBucket(t, "lake")
 	sink := newSink(ns, srv.ClientURL())
-	sink.Spec.Destination.CredentialsSecretRef = &corev1.LocalObjectReference{Name: "s3-creds"}
+	secret := withS3(t, sink, s3, map[string]string{"AWS_ACCESS_KEY_ID": s3test.AccessKey})
 	mustCreate(t, sink)
 
 	c := wantCondition(t, ns, "events", jetsinkv1.ConditionDegraded, metav1.ConditionTrue, jetsinkv1.ReasonSecretNotFound)
@@ -292,8 +307,6 @@ func TestMissingSecretIsReportedThenResolved(t *testing.T) {
 	}
 
 	// A Secret without the required keys is reported as such.
-	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "s3-creds", Namespace: ns},
-		StringData: map[string]string{"AWS_ACCESS_KEY_ID": "id"}}
 	mustCreate(t, secret)
 	c = wantCondition(t, ns, "events", jetsinkv1.ConditionDegraded, metav1.ConditionTrue, jetsinkv1.ReasonSecretKeyMissing)
 	if !strings.Contains(c.Message, "AWS_SECRET_ACCESS_KEY") {
@@ -301,7 +314,7 @@ func TestMissingSecretIsReportedThenResolved(t *testing.T) {
 	}
 
 	// Fixing the Secret resumes the sink without any change to it.
-	secret.StringData = map[string]string{"AWS_SECRET_ACCESS_KEY": "secret"}
+	secret.StringData = map[string]string{"AWS_SECRET_ACCESS_KEY": s3test.SecretKey}
 	if err := k8s.Update(t.Context(), secret); err != nil {
 		t.Fatal(err)
 	}
@@ -310,6 +323,36 @@ func TestMissingSecretIsReportedThenResolved(t *testing.T) {
 		t.Errorf("no Deployment after the Secret appeared: %v", err)
 	}
 	wantEvent(t, ns, "Recovered")
+}
+
+func TestWrongS3CredentialsAreReported(t *testing.T) {
+	ns := namespace(t)
+	srv := natstest.Start(t)
+	srv.CreateStream(t, "EVENTS", "events.>")
+	s3 := s3test.Start(t)
+	s3.CreateBucket(t, "lake")
+	sink := newSink(ns, srv.ClientURL())
+	secret := withS3(t, sink, s3, map[string]string{"AWS_ACCESS_KEY_ID": s3test.AccessKey, "AWS_SECRET_ACCESS_KEY": "wrong"})
+	mustCreate(t, secret)
+	mustCreate(t, sink)
+
+	c := wantCondition(t, ns, "events", jetsinkv1.ConditionDegraded, metav1.ConditionTrue, jetsinkv1.ReasonS3AccessDenied)
+	if !strings.Contains(c.Message, `"s3-creds"`) || !strings.Contains(c.Message, "credentials") {
+		t.Errorf("message does not say the credentials were refused: %q", c.Message)
+	}
+	wantEvent(t, ns, jetsinkv1.ReasonS3AccessDenied)
+	wantCondition(t, ns, "events", jetsinkv1.ConditionReady, metav1.ConditionFalse, jetsinkv1.ReasonS3AccessDenied)
+
+	// A bucket that does not exist is told apart from refused keys.
+	secret.StringData = s3Keys
+	if err := k8s.Update(t.Context(), secret); err != nil {
+		t.Fatal(err)
+	}
+	patchSink(t, ns, func(s *jetsinkv1.WarehouseSink) { s.Spec.Destination.Bucket = "no-such-bucket" })
+	c = wantCondition(t, ns, "events", jetsinkv1.ConditionDegraded, metav1.ConditionTrue, jetsinkv1.ReasonBucketNotFound)
+	if !strings.Contains(c.Message, "no-such-bucket") {
+		t.Errorf("message does not name the bucket: %q", c.Message)
+	}
 }
 
 func TestUnreachableNATSAndMissingStreamAreReported(t *testing.T) {

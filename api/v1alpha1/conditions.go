@@ -25,6 +25,9 @@ const (
 	ReasonStreamNotFound     = "StreamNotFound"
 	ReasonConsumerFailed     = "ConsumerFailed"
 	ReasonNameConflict       = "NameConflict"
+	ReasonS3AccessDenied     = "S3AccessDenied"
+	ReasonBucketNotFound     = "BucketNotFound"
+	ReasonS3Unreachable      = "S3Unreachable"
 	ReasonReconcileFailed    = "ReconcileFailed"
 	ReasonAsExpected         = "AsExpected"
 )
