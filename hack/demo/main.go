@@ -68,7 +68,7 @@ func main() {
 		if cerr := d.keepFiles(*out); cerr != nil {
 			fmt.Fprintln(os.Stderr, "demo:", cerr)
 		} else {
-			fmt.Printf("   the bucket's files are in %s/%s/ (open them with duckdb, pandas, spark...)\n", *out, bucket)
+			fmt.Printf("   the bucket's files are in %s/%s/ (open them with duckdb, pandas, spark...), the logs in %s/logs/\n", *out, bucket, *out)
 		}
 	}
 	if err != nil && !errors.Is(err, context.Canceled) {
@@ -342,21 +342,36 @@ func (d *demo) get(ctx context.Context, key string) ([]byte, error) {
 }
 
 func (d *demo) showObjects() {
-	keys := make([]string, 0, len(d.rows))
-	parts := map[string]int{}
-	for k := range d.rows {
-		keys = append(keys, k)
-		parts[k[:strings.LastIndex(k, "/")]]++
+	type part struct {
+		files int
+		rows  int64
+		first string
 	}
-	sort.Strings(keys)
-	d.info("%d objects in %d partitions (app_id × hour):", len(keys), len(parts))
-	for i, k := range keys {
-		if i == 12 {
-			d.info("... and %d more", len(keys)-12)
-			break
+	parts := map[string]*part{}
+	for k, n := range d.rows {
+		dir := k[:strings.LastIndex(k, "/")+1]
+		p := parts[dir]
+		if p == nil {
+			p = &part{}
+			parts[dir] = p
 		}
-		d.info("s3://%s/%s  (%d rows)", bucket, k, d.rows[k])
+		p.files++
+		p.rows += n
+		if p.first == "" || k < p.first {
+			p.first = k
+		}
 	}
+	dirs := make([]string, 0, len(parts))
+	for dir := range parts {
+		dirs = append(dirs, dir)
+	}
+	sort.Strings(dirs)
+	d.info("%d objects in %d partitions (app_id × date × hour):", len(d.rows), len(parts))
+	for _, dir := range dirs {
+		p := parts[dir]
+		d.info("s3://%s/%-55s %2d files %6d rows", bucket, dir, p.files, p.rows)
+	}
+	d.info("e.g. s3://%s/%s", bucket, parts[dirs[0]].first)
 }
 
 func (d *demo) showRows(ctx context.Context) error {
@@ -451,11 +466,13 @@ func (d *demo) keepFiles(out string) error {
 	if err := os.CopyFS(dst, os.DirFS(src)); err != nil {
 		return err
 	}
+	_ = os.RemoveAll(filepath.Join(dst, ".sgwtmp")) // versitygw's staging dir
 	// The logs of the operator, the workers and the pod runner, too.
 	_ = os.RemoveAll(filepath.Join(out, "logs"))
 	if err := os.CopyFS(filepath.Join(out, "logs"), os.DirFS(d.stack.LogDir)); err != nil {
 		return err
 	}
+	_ = os.RemoveAll(filepath.Join(out, "logs", "tmp")) // the workers' scratch dirs
 	return os.RemoveAll(d.stack.Dir)
 }
 
