@@ -158,6 +158,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			}
 			cancelWork()
 			w.batcher.abort()
+			close(stopTick)
 			return fmt.Errorf("pull from consumer %s: %w", w.cfg.Consumer, err)
 		}
 		iters = append(iters, it)
@@ -264,14 +265,16 @@ func (w *Worker) checkConsumer(info *jetstream.ConsumerInfo) {
 			"max_ack_pending", mp, "batch_max_events", w.cfg.BatchMaxEvents)
 	}
 	if info.Config.AckWait > 0 && info.Config.AckWait != w.cfg.AckWait {
-		w.log.Warn("The consumer's AckWait differs from the configured one; leases follow the configured value",
+		// The server's value is the one that redelivers: lease by it.
+		w.log.Warn("The consumer's AckWait differs from the configured one; leases follow the consumer's",
 			"consumer_ack_wait", info.Config.AckWait, "ack_wait", w.cfg.AckWait)
+		w.batcher.leaseAfter = info.Config.AckWait / 2
 	}
 }
 
 // tickLoop drives age-based cuts and leases.
 func (w *Worker) tickLoop(stop <-chan struct{}) {
-	every := min(w.cfg.BatchMaxAge/4, w.cfg.AckWait/8, time.Second)
+	every := min(w.cfg.BatchMaxAge/4, w.batcher.leaseAfter/4, time.Second)
 	every = max(every, 10*time.Millisecond)
 	t := time.NewTicker(every)
 	defer t.Stop()

@@ -120,8 +120,8 @@ func TestObjectKey(t *testing.T) {
 // A large backlog goes through one worker process at a useful rate; the
 // rate is logged for the benchmark record (go test -v -run Throughput).
 func TestThroughput(t *testing.T) {
-	if testing.Short() {
-		t.Skip("large backlog")
+	if testing.Short() || raceEnabled {
+		t.Skip("large backlog; its rate means nothing under -race")
 	}
 	e := newEnv(t)
 	e.cfg.Workers = 4
@@ -245,4 +245,28 @@ func rawConsumeRate(t *testing.T, e *env, n int) float64 {
 	}
 	eventually(t, 60*time.Second, "raw consume", func() bool { return got.Load() >= int64(n) })
 	return float64(n) / time.Since(start).Seconds()
+}
+
+// An existing consumer belongs to the operator: the worker binds to it as it
+// is and never rewrites it.
+func TestExistingConsumerIsNotUpdated(t *testing.T) {
+	e := newEnv(t)
+	theirs := e.cfg.ConsumerConfig()
+	theirs.AckWait = 20 * time.Second
+	theirs.MaxDeliver = 3
+	if _, err := e.js.CreateConsumer(t.Context(), testStream, theirs); err != nil {
+		t.Fatal(err)
+	}
+	evs := makeEvents(50, []string{"shop"}, 1)
+	e.publish(evs)
+	w := e.start(Backoff{})
+	eventually(t, 10*time.Second, "events ACKed", func() bool {
+		return metric(t, w.reg, "jetsink_events_acked_total") == float64(len(evs))
+	})
+	if cc := e.consumer().Config; cc.AckWait != theirs.AckWait || cc.MaxDeliver != theirs.MaxDeliver {
+		t.Errorf("consumer rewritten: AckWait %s MaxDeliver %d, want %s %d", cc.AckWait, cc.MaxDeliver, theirs.AckWait, theirs.MaxDeliver)
+	}
+	if w.batcher.leaseAfter != theirs.AckWait/2 {
+		t.Errorf("leases every %s, want half the consumer's AckWait (%s)", w.batcher.leaseAfter, theirs.AckWait/2)
+	}
 }

@@ -1,0 +1,5 @@
+//go:build !race
+
+package sinkworker
+
+const raceEnabled = false
