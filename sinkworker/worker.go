@@ -135,6 +135,10 @@ func (w *Worker) Run(ctx context.Context) error {
 	// during the drain, and are cut off only at its deadline.
 	workCtx, cancelWork := context.WithCancel(context.Background())
 	defer cancelWork()
+	// settleCtx bounds ACKs and NAKs: it ends a little after workCtx, so
+	// the outcome of an upload cut off at the deadline is still reported.
+	settleCtx, cancelSettle := context.WithCancel(context.Background())
+	defer cancelSettle()
 	dead := &deadLetterer{nc: nc, js: js, subject: w.cfg.DeadLetterSubject, stream: w.cfg.Stream,
 		backoff: w.backoff, metrics: w.metrics, log: w.log}
 	dead.detect(ctx)
@@ -142,7 +146,7 @@ func (w *Worker) Run(ctx context.Context) error {
 
 	var flushers sync.WaitGroup
 	for range w.cfg.Workers {
-		flushers.Go(func() { w.flushLoop(workCtx, up, ack) })
+		flushers.Go(func() { w.flushLoop(workCtx, settleCtx, up, ack) })
 	}
 	stopTick := make(chan struct{})
 	var ticker sync.WaitGroup
@@ -170,10 +174,10 @@ func (w *Worker) Run(ctx context.Context) error {
 		"bucket", w.cfg.Bucket, "prefix", w.cfg.Prefix, "metrics", w.MetricsAddr())
 
 	<-ctx.Done()
-	w.drain(iters, &fetchers, &flushers, cancelWork, ack)
+	w.drain(iters, &fetchers, &flushers, cancelWork, cancelSettle, ack)
 	close(stopTick)
 	ticker.Wait()
-	if err := nc.FlushTimeout(ackTimeout); err != nil {
+	if err := nc.FlushTimeout(w.margin() / 2); err != nil {
 		w.log.Warn("Could not flush the NATS connection on exit", "error", err)
 	}
 	return nil
@@ -182,12 +186,11 @@ func (w *Worker) Run(ctx context.Context) error {
 // drain is the shutdown sequence. Everything runs against one deadline,
 // ShutdownTimeout minus a margin kept for the NAKs, so the process exits
 // before the kubelet's SIGKILL.
-func (w *Worker) drain(iters []jetstream.MessagesContext, fetchers, flushers *sync.WaitGroup, cancelWork context.CancelFunc, ack *acker) {
+func (w *Worker) drain(iters []jetstream.MessagesContext, fetchers, flushers *sync.WaitGroup, cancelWork, cancelSettle context.CancelFunc, ack *acker) {
 	start := time.Now()
 	w.stopping.Store(true)
 	w.ready.Store(false)
-	margin := min(w.cfg.ShutdownTimeout/5, 3*time.Second)
-	deadline := time.NewTimer(w.cfg.ShutdownTimeout - margin)
+	deadline := time.NewTimer(w.cfg.ShutdownTimeout - w.margin())
 	defer deadline.Stop()
 	w.log.Info("Stopping: no more fetching, writing open batches", "timeout", w.cfg.ShutdownTimeout)
 
@@ -204,9 +207,15 @@ func (w *Worker) drain(iters []jetstream.MessagesContext, fetchers, flushers *sy
 	if timedOut {
 		left := w.batcher.abort()
 		cancelWork() // in-flight uploads fail now, and their flushers NAK them
+		// The NAKs get half of the margin, so the process still exits
+		// before the kubelet's SIGKILL if NATS is unreachable.
+		settle := time.AfterFunc(w.margin()/2, cancelSettle)
+		defer settle.Stop()
+		nakCtx, cancel := context.WithTimeout(context.Background(), w.margin()/2)
+		defer cancel()
 		n := 0
 		for _, bt := range left {
-			ack.nak(context.Background(), bt.msgs, true, errors.New("not written before the shutdown deadline"))
+			ack.nak(nakCtx, bt.msgs, true, errors.New("not written before the shutdown deadline"))
 			w.batcher.release(bt)
 			n += len(bt.msgs)
 		}
@@ -217,6 +226,12 @@ func (w *Worker) drain(iters []jetstream.MessagesContext, fetchers, flushers *sy
 	_, buffered, _ := w.batcher.stats()
 	w.log.Info("Stopped", "duration", time.Since(start).Round(time.Millisecond), "timed_out", timedOut,
 		"nacked", w.shutdownNacked.Load(), "buffered_bytes", buffered)
+}
+
+// margin is the part of ShutdownTimeout kept for NAKing what could not be
+// written and closing the connection.
+func (w *Worker) margin() time.Duration {
+	return min(w.cfg.ShutdownTimeout/5, 3*time.Second)
 }
 
 func waitOrDeadline(wg *sync.WaitGroup, deadline <-chan time.Time) bool {
@@ -290,18 +305,18 @@ func (w *Worker) tickLoop(stop <-chan struct{}) {
 
 // flushLoop is one flusher: it takes cut batches, writes them and settles
 // them with JetStream, until the batcher has no more.
-func (w *Worker) flushLoop(ctx context.Context, up *uploader, ack *acker) {
+func (w *Worker) flushLoop(ctx, settleCtx context.Context, up *uploader, ack *acker) {
 	for {
 		bt, ok := w.batcher.next()
 		if !ok {
 			return
 		}
-		w.flush(ctx, bt, up, ack)
+		w.flush(ctx, settleCtx, bt, up, ack)
 		w.batcher.release(bt)
 	}
 }
 
-func (w *Worker) flush(ctx context.Context, bt *batch, up *uploader, ack *acker) {
+func (w *Worker) flush(ctx, settleCtx context.Context, bt *batch, up *uploader, ack *acker) {
 	start := time.Now()
 	sort.Sort(bySeq{bt})
 	rows := dedupe(bt)
@@ -323,13 +338,13 @@ func (w *Worker) flush(ctx context.Context, bt *batch, up *uploader, ack *acker)
 		immediate := w.stopping.Load()
 		w.log.Warn("Could not write a batch; its events are NAKed for redelivery", "key", key,
 			"events", len(bt.msgs), "reason", bt.reason, "immediate", immediate, "error", err)
-		ack.nak(ctx, bt.msgs, immediate, err)
+		ack.nak(settleCtx, bt.msgs, immediate, err)
 		if immediate {
 			w.shutdownNacked.Add(int64(len(bt.msgs)))
 		}
 		return
 	}
-	ack.ack(bt.msgs)
+	ack.ack(settleCtx, bt.msgs)
 	w.metrics.flushSeconds.WithLabelValues("ok").Observe(time.Since(start).Seconds())
 	w.metrics.files.Inc()
 	w.metrics.fileBytes.Add(float64(buf.Len()))
