@@ -52,6 +52,14 @@ vet:
 test: tools vet ## Unit, envtest and worker integration tests against real servers.
 	go test $(GO_TEST_FLAGS) -timeout 20m ./...
 
+# bench is long (about 15 minutes) and stays out of make test; its smoke
+# version (hack/bench's test) runs there. BENCH_FLAGS passes flags through,
+# e.g. BENCH_FLAGS="-events 200000 -sinks 100".
+.PHONY: bench
+bench: build ## Throughput, memory and controller benchmarks against the ceilings measured in the same run.
+	$(TOOLS) etcd kube-apiserver versitygw nats
+	go run ./hack/bench $(BENCH_FLAGS)
+
 ##@ Build
 
 .PHONY: build

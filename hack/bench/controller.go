@@ -56,6 +56,9 @@ func (s *stack) benchController(ctx context.Context, root, binDir, manager strin
 		ErrorIfCRDPathMissing: true,
 		BinaryAssetsDirectory: binDir,
 	}
+	// envtest's default Service range is a /24: 254 ClusterIPs, fewer than
+	// the metrics Services of 1,000 sinks. A cluster's is a /12 or so.
+	env.ControlPlane.GetAPIServer().Configure().Set("service-cluster-ip-range", "10.96.0.0/12")
 	cfg, err := env.Start()
 	if err != nil {
 		return nil, fmt.Errorf("start envtest (kube-apiserver and etcd from %s): %w", binDir, err)

@@ -30,11 +30,15 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"syscall"
 	"time"
+
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+	crzap "sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/jetsink/jetsink/internal/testutil/s3test"
 )
@@ -52,6 +56,7 @@ func main() {
 	flag.Uint64Var(&o.seed, "seed", 1, "Seed of the event generator.")
 	flag.IntVar(&o.sinks, "sinks", 1000, "WarehouseSinks created for the controller benchmark (0 skips it).")
 	flag.DurationVar(&o.quiet, "quiet", 30*time.Second, "Window after convergence over which reconciles are counted.")
+	flag.DurationVar(&o.maxAge, "max-age", 0, "Override batch.maxAge of the default and memory runs (0 keeps the worker's default).")
 	flag.BoolVar(&o.scaling, "scaling", true, "Run the scaling runs (workersPerReplica 1 and 2, and 2 processes).")
 	flag.BoolVar(&o.profile, "profile", true, "Profile the worker's CPU (an extra drain, in process).")
 	flag.StringVar(&o.natsCLI, "nats", filepath.Join(bin, "nats"), "natscli binary for the `nats bench` ceiling; empty uses the nats.go loop as the ceiling.")
@@ -63,6 +68,8 @@ func main() {
 	flag.BoolVar(&o.keep, "keep", false, "Keep the working directory.")
 	flag.Parse()
 
+	// envtest logs through controller-runtime; its output is not the table.
+	ctrllog.SetLogger(crzap.New(crzap.WriteTo(io.Discard)))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	rep, err := run(ctx, o, os.Stdout)

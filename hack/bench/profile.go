@@ -31,6 +31,43 @@ type profileResult struct {
 	rate    float64
 	top     []string // flat top entries, worker only
 	summary []string // cumulative share of the pipeline's stages
+	metrics string   // the worker's own counters: flushes, files, waits
+}
+
+// workerStats summarises the in-process worker's metrics: how batches were
+// cut, how big the files were and how long a flush took.
+func workerStats(reg *prometheus.Registry) string {
+	mfs, err := reg.Gather()
+	if err != nil {
+		return err.Error()
+	}
+	var files, rows, flushSum, flushCount, peak float64
+	reasons := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			switch mf.GetName() {
+			case "jetsink_files_written_total":
+				files = m.GetCounter().GetValue()
+			case "jetsink_file_rows_total":
+				rows = m.GetCounter().GetValue()
+			case "jetsink_buffered_bytes_peak":
+				peak = m.GetGauge().GetValue()
+			case "jetsink_flushes_total":
+				reasons[m.GetLabel()[0].GetValue()] = m.GetCounter().GetValue()
+			case "jetsink_flush_duration_seconds":
+				flushSum += m.GetHistogram().GetSampleSum()
+				flushCount += float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	var cuts []string
+	for _, r := range []string{"max_events", "max_bytes", "max_age", "memory", "shutdown"} {
+		if reasons[r] > 0 {
+			cuts = append(cuts, fmt.Sprintf("%s %.0f", r, reasons[r]))
+		}
+	}
+	return fmt.Sprintf("%.0f files, %.0f rows/file, mean flush (encode+upload+ack) %.1f ms, batches cut by: %s, peak buffered %.0f MiB",
+		files, rows/max(files, 1), 1000*flushSum/max(flushCount, 1), strings.Join(cuts, ", "), peak/(1<<20))
 }
 
 func (s *stack) profileWorker(ctx context.Context, total uint64) (*profileResult, error) {
@@ -45,9 +82,10 @@ func (s *stack) profileWorker(ctx context.Context, total uint64) (*profileResult
 		k, v, _ := strings.Cut(kv, "=")
 		os.Setenv(k, v)
 	}
+	reg := prometheus.NewRegistry()
 	w, err := sinkworker.New(cfg, sinkworker.Options{
 		Logger:   slog.New(slog.NewJSONHandler(io.Discard, nil)),
-		Registry: prometheus.NewRegistry(),
+		Registry: reg,
 	})
 	if err != nil {
 		return nil, err
@@ -76,6 +114,7 @@ func (s *stack) profileWorker(ctx context.Context, total uint64) (*profileResult
 		return nil, err
 	}
 	res.rate = float64(total) / elapsed.Seconds()
+	res.metrics = workerStats(reg)
 	res.top, res.summary, err = topEntries(res.path)
 	return res, err
 }
@@ -105,7 +144,12 @@ func waitDrained(ctx context.Context, cons jetstream.Consumer, total uint64, exi
 
 // stages group the profile's cumulative entries into the pipeline's steps.
 var stages = []struct{ name, re string }{
-	{"fetch (nats.go reader, jetstream pull)", `^github\.com/nats-io/nats\.go\.\(\*Conn\)\.readLoop$`},
+	{"fetch (nats.go reader)", `^github\.com/nats-io/nats(%2e|\.)go\.\(\*Conn\)\.readLoop$`},
+	{"fetch (iterator Next)", `^github\.com/nats-io/nats\.go/jetstream\.\(\*pullSubscription\)\.Next$`},
+	{"fetch+decode+batch (fetcher.handle)", `^github\.com/jetsink/jetsink/sinkworker\.\(\*fetcher\)\.handle$`},
+	{"write (flush: encode+upload+ack)", `^github\.com/jetsink/jetsink/sinkworker\.\(\*Worker\)\.flush$`},
+	{"new parquet writers (pool misses)", `^github\.com/parquet-go/parquet-go\.NewGenericWriter`},
+	{"allocation (mallocgc)", `^runtime\.mallocgc$`},
 	{"msg metadata (reply parse)", `^github\.com/nats-io/nats\.go/jetstream\.\(\*jetStreamMsg\)\.Metadata$`},
 	{"decode (encoding/json)", `^encoding/json\.Unmarshal$`},
 	{"batch (batcher.add)", `^github\.com/jetsink/jetsink/sinkworker\.\(\*batcher\)\.add$`},
@@ -113,11 +157,10 @@ var stages = []struct{ name, re string }{
 	{"upload (S3 PutObject)", `^github\.com/jetsink/jetsink/sinkworker\.\(\*uploader\)\.put$`},
 	{"ack (Msg.Ack + flush)", `^github\.com/jetsink/jetsink/sinkworker\.\(\*acker\)\.ack$`},
 	{"lease (InProgress)", `^github\.com/jetsink/jetsink/sinkworker\.\(\*batcher\)\.tick$`},
-	{"garbage collection", `^runtime\.gcBgMarkWorker$`},
-	{"socket writes", `^(syscall\.write|internal/poll\.\(\*FD\)\.Write)$`},
+	{"socket writes", `^internal/poll\.\(\*FD\)\.Write$`},
 }
 
-var topLine = regexp.MustCompile(`^\s*([0-9.]+m?s)\s+([0-9.]+%)\s+([0-9.]+%)\s+([0-9.]+m?s)\s+([0-9.]+%)\s+(.+)$`)
+var topLine = regexp.MustCompile(`^\s*([0-9.]+(?:[mun]?s|min|h)?)\s+([0-9.]+%)\s+([0-9.]+%)\s+([0-9.]+(?:[mun]?s|min|h)?)\s+([0-9.]+%)\s+(.+)$`)
 
 // topEntries runs `go tool pprof` on the worker's samples: the flat top 15
 // and the cumulative share of each pipeline stage.
@@ -144,6 +187,27 @@ func topEntries(path string) (top, summary []string, err error) {
 				summary = append(summary, fmt.Sprintf("%-40s %6s cum", st.name, m[5]))
 				break
 			}
+		}
+	}
+	tags, err := exec.Command("go", "tool", "pprof", "-tags", path).Output()
+	if err != nil {
+		return nil, nil, fmt.Errorf("go tool pprof: %w", err)
+	}
+	if m := regexp.MustCompile(`component: Total (\S+) of (\S+) \(([0-9.]+%)\)`).FindSubmatch(tags); m != nil {
+		summary = append(summary, fmt.Sprintf("%-40s %6s of %s sampled (the rest: NATS server, GC)", "worker goroutines (label)", m[3], m[2]))
+	}
+	// GC runs on runtime goroutines that carry no label: its share is
+	// read from the whole profile (worker and in-process NATS server).
+	all, err := exec.Command("go", "tool", "pprof", "-top", "-cum", "-nodecount=400", path).Output()
+	if err != nil {
+		return nil, nil, fmt.Errorf("go tool pprof: %w", err)
+	}
+	for _, line := range strings.Split(string(all), "\n") {
+		if m := topLine.FindStringSubmatch(line); m != nil && m[6] == "runtime.gcBgMarkWorker" {
+			summary = append(summary, fmt.Sprintf("%-40s %6s cum of the whole process (GC is unlabelled)", "garbage collection (background mark)", m[5]))
+		}
+		if strings.HasPrefix(line, "Duration:") {
+			summary = append(summary, "whole process: "+strings.TrimSpace(line))
 		}
 	}
 	return top, summary, nil

@@ -22,6 +22,7 @@ type options struct {
 	events, memEvents, sinks                int
 	seed                                    uint64
 	quiet                                   time.Duration
+	maxAge                                  time.Duration // batch.maxAge of the default and memory runs; 0 is the worker's default
 	scaling, profile                        bool
 	natsCLI, sinkworker, manager, versitygw string
 	assets, dir                             string
@@ -126,7 +127,7 @@ func run(ctx context.Context, o options, _ io.Writer) (*report, error) {
 		}
 		return res, v, nil
 	}
-	if rep.main, rep.mainCheck, err = drain(sinkRun{name: "default", procs: 1}, total, true); err != nil {
+	if rep.main, rep.mainCheck, err = drain(sinkRun{name: "default", procs: 1, maxAge: o.maxAge}, total, true); err != nil {
 		return rep, err
 	}
 	if o.scaling {
@@ -159,7 +160,7 @@ func run(ctx context.Context, o options, _ io.Writer) (*report, error) {
 		}
 	}
 	var v verification
-	if rep.mem, v, err = drain(sinkRun{name: "memory", procs: 1}, memTotal, false); err != nil {
+	if rep.mem, v, err = drain(sinkRun{name: "memory", procs: 1, maxAge: o.maxAge}, memTotal, false); err != nil {
 		return rep, err
 	}
 	rep.checks["memory"] = v
@@ -249,10 +250,17 @@ func (r *report) print(w io.Writer) {
 		if c := r.ceiling(); c > 0 {
 			ratio = fmt.Sprintf("%.2f× ceiling, ", res.rate/c)
 		}
-		row(label, f0(res.rate), "events/s", fmt.Sprintf("%s%.1fs, %.0f events/CPU-s, RSS %.0f MiB, %s", ratio,
-			res.elapsed.Seconds(), float64(res.events)/res.cpuSeconds, res.rssMiB, v))
+		secs := res.elapsed.Seconds()
+		row(label, f0(res.rate), "events/s", fmt.Sprintf("%s%.1fs; cores: worker %.2f, NATS %.2f, S3 %.2f; %.0f events/worker-CPU-s; RSS %.0f MiB; %s", ratio,
+			secs, res.cpuSeconds/secs, res.natsCPU/secs, res.s3CPU/secs, float64(res.events)/res.cpuSeconds, res.rssMiB, v))
 	}
-	sinkRow(fmt.Sprintf("sink: 1 process, default (workers %d)", cfgWorkers(r.main)), r.main, r.mainCheck)
+	if r.main != nil {
+		label := "sink: 1 process, default settings"
+		if r.opts.maxAge > 0 {
+			label = "sink: 1 process, default but maxAge"
+		}
+		sinkRow(fmt.Sprintf("%s (workers %d, maxAge %s)", label, r.main.cfg.Workers, r.main.cfg.BatchMaxAge), r.main, r.mainCheck)
+	}
 	for _, res := range r.scaling {
 		label := fmt.Sprintf("scaling: workersPerReplica %d", res.cfg.Workers)
 		if res.run.procs > 1 {
@@ -277,6 +285,7 @@ func (r *report) print(w io.Writer) {
 	tw.Flush()
 	if p := r.prof; p != nil {
 		fmt.Fprintf(w, "\nworker CPU profile (%s, -tagfocus=component=worker)\n", p.path)
+		fmt.Fprintln(w, "  worker metrics: "+p.metrics)
 		for _, l := range p.summary {
 			fmt.Fprintln(w, "  "+l)
 		}
@@ -293,13 +302,6 @@ func (r *report) print(w io.Writer) {
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, r.summary())
-}
-
-func cfgWorkers(r *sinkResult) int {
-	if r == nil {
-		return 0
-	}
-	return r.cfg.Workers
 }
 
 func numCPU() int { return runtime.NumCPU() }

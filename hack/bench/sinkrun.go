@@ -48,7 +48,9 @@ func (s *stack) preload(ctx context.Context, gen *eventgen.Generator, from, to i
 		if _, err := js.PublishAsync(ev.Subject(), append([]byte(nil), ev.Body...)); err != nil {
 			return 0, fmt.Errorf("publish event %d: %w", i, err)
 		}
-		if (i+1)%100000 == 0 || i+1 == to {
+		// Waiting every few thousand keeps the in-flight window under
+		// the async publisher's limit, where it would stall and fail.
+		if (i+1)%4096 == 0 || i+1 == to {
 			select {
 			case <-js.PublishAsyncComplete():
 			case <-time.After(time.Minute):
@@ -87,6 +89,8 @@ type sinkResult struct {
 	elapsed    time.Duration
 	rate       float64 // events/s, start of the processes to the last ACK
 	cpuSeconds float64 // user+system of every worker process
+	natsCPU    float64 // of this process meanwhile: the NATS server, mostly
+	s3CPU      float64 // of versitygw meanwhile
 	rssMiB     float64 // highest VmHWM of any one worker process
 	capMiB     float64 // MaxBufferedBytes
 	prefix     string
@@ -148,6 +152,8 @@ func (s *stack) drain(ctx context.Context, bin string, run sinkRun, total uint64
 			}
 		}
 	}
+	self0, _ := readProc(os.Getpid())
+	gw0, _ := readProc(s.gw.Process.Pid)
 	start := time.Now()
 	for i := range run.procs {
 		c := cfg
@@ -220,6 +226,10 @@ func (s *stack) drain(ctx context.Context, bin string, run sinkRun, total uint64
 		cpu += st.cpuSeconds
 	}
 	res.cpuSeconds = cpu
+	self1, _ := readProc(os.Getpid())
+	gw1, _ := readProc(s.gw.Process.Pid)
+	res.natsCPU = self1.cpuSeconds - self0.cpuSeconds
+	res.s3CPU = gw1.cpuSeconds - gw0.cpuSeconds
 	res.rate = float64(total) / res.elapsed.Seconds()
 	stopAll()
 	for _, p := range procs {
