@@ -363,3 +363,32 @@ func (b *syncBuffer) String() string {
 }
 
 var _ io.Writer = (*syncBuffer)(nil)
+
+// SIGTERM while uploads hang: at the deadline the uploads are cut off and
+// every event is NAKed, and the process still exits within ShutdownTimeout.
+func TestSIGTERMWithS3HangingMeetsTheDeadline(t *testing.T) {
+	s := newStack(t)
+	const n = 500
+	s.publish(t, n)
+	p := s.run(t)
+	t0 := time.Now()
+	waitFor(t, 30*time.Second, "all events fetched", func() bool { return p.metric("jetsink_events_received_total") == n })
+	t.Logf("fetched after %s", time.Since(t0))
+	s.proxy.Set("", s3test.Fault{Delay: time.Minute})
+	took := p.terminate(t, s.cfg.ShutdownTimeout)
+	t.Logf("exited %s after SIGTERM", took)
+	if took < s.cfg.ShutdownTimeout/2 {
+		t.Errorf("exited after %s: the uploads were meant to hang until the deadline", took)
+	}
+	rec := p.stopped(t)
+	if rec["timed_out"] != true || rec["nacked"] != float64(n) {
+		t.Errorf("exit log %v, want timed_out true, nacked %d", rec, n)
+	}
+	if floor := s.consumer(t).AckFloor.Stream; floor != 0 {
+		t.Errorf("ack floor %d: events were ACKed without being written", floor)
+	}
+	s.proxy.Clear()
+	if keys := s.s3.List(t, "lake", ""); len(keys) != 0 {
+		t.Errorf("objects written: %v", keys)
+	}
+}

@@ -51,6 +51,7 @@ func NewFaultProxy(t testing.TB, s *Server, bucket string) *FaultProxy {
 		t.Fatal(err)
 	}
 	p := &FaultProxy{bucket: bucket, rules: map[string]Fault{}}
+	closed := make(chan struct{})
 	rp := httputil.NewSingleHostReverseProxy(target)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if f, ok := p.match(r.URL.Path); ok {
@@ -70,6 +71,8 @@ func NewFaultProxy(t testing.TB, s *Server, bucket string) *FaultProxy {
 				select {
 				case <-time.After(f.Delay):
 				case <-r.Context().Done():
+					return
+				case <-closed:
 					return
 				}
 			}
@@ -91,7 +94,10 @@ func NewFaultProxy(t testing.TB, s *Server, bucket string) *FaultProxy {
 		}
 		rp.ServeHTTP(w, r)
 	}))
-	t.Cleanup(srv.Close)
+	t.Cleanup(func() {
+		close(closed) // end held requests, or Close would wait for them
+		srv.Close()
+	})
 	p.URL = srv.URL
 	return p
 }
