@@ -66,6 +66,10 @@ func main() {
 	flag.StringVar(&o.assets, "assets", bin, "Directory holding kube-apiserver and etcd for envtest.")
 	flag.StringVar(&o.dir, "dir", "", "Working directory (NATS store, S3 objects, logs, profile); default a temporary one, removed unless -keep.")
 	flag.BoolVar(&o.keep, "keep", false, "Keep the working directory.")
+	flag.Func("worker-env", "KEY=VALUE added to every worker process's environment, for experiments (repeatable; e.g. GOMEMLIMIT=300MiB).", func(v string) error {
+		o.workerEnv = append(o.workerEnv, v)
+		return nil
+	})
 	flag.Parse()
 
 	// envtest logs through controller-runtime; its output is not the table.

@@ -27,6 +27,7 @@ type options struct {
 	natsCLI, sinkworker, manager, versitygw string
 	assets, dir                             string
 	keep                                    bool
+	workerEnv                               []string // extra KEY=VALUE for the worker processes (experiments)
 }
 
 // report is everything measured; print renders it.
@@ -114,7 +115,7 @@ func run(ctx context.Context, o options, _ io.Writer) (*report, error) {
 
 	drain := func(run sinkRun, n uint64, full bool) (*sinkResult, verification, error) {
 		step("sink run %q: %d events, workersPerReplica %s, %d process(es)", run.name, n, workersLabel(run.workers), run.procs)
-		res, err := s.drain(ctx, o.sinkworker, run, n)
+		res, err := s.drain(ctx, o.sinkworker, run, n, o.workerEnv)
 		if err != nil {
 			return nil, verification{}, err
 		}

@@ -124,7 +124,7 @@ func (s *stack) workerConfig(run sinkRun) (config.Config, jetstream.ConsumerConf
 
 // drain runs the worker processes until the consumer has no pending and no
 // unacknowledged message, then stops them with SIGTERM.
-func (s *stack) drain(ctx context.Context, bin string, run sinkRun, total uint64) (*sinkResult, error) {
+func (s *stack) drain(ctx context.Context, bin string, run sinkRun, total uint64, extraEnv []string) (*sinkResult, error) {
 	cfg, want := s.workerConfig(run)
 	cons, err := s.js.CreateOrUpdateConsumer(ctx, streamName, want)
 	if err != nil {
@@ -162,6 +162,7 @@ func (s *stack) drain(ctx context.Context, bin string, run sinkRun, total uint64
 		for _, e := range c.Environ() {
 			env = append(env, e.Name+"="+e.Value)
 		}
+		env = append(env, extraEnv...)
 		logPath := filepath.Join(s.dir, fmt.Sprintf("worker-%s-%d.log", run.name, i))
 		logf, err := os.Create(logPath)
 		if err != nil {
