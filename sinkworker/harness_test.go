@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"testing"
@@ -88,7 +89,9 @@ func (e *env) start(backoff Backoff) *running {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{Worker: w, reg: reg, cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- w.Run(ctx) }()
+	// The label lets a CPU profile of a test tell the worker from the
+	// in-process NATS server (go tool pprof -tagfocus component=worker).
+	go pprof.Do(ctx, pprof.Labels("component", "worker"), func(ctx context.Context) { r.done <- w.Run(ctx) })
 	e.t.Cleanup(func() { r.stop(e.t) })
 	return r
 }
