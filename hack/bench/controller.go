@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	jetsinkv1 "github.com/jetsink/jetsink/api/v1alpha1"
+	"github.com/jetsink/jetsink/internal/testutil/s3test"
 )
 
 // The controller benchmark: the envtest API server (kube-apiserver + etcd
@@ -87,6 +88,15 @@ func (s *stack) benchController(ctx context.Context, root, binDir, manager strin
 	}
 	const ns = "bench"
 	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		return nil, err
+	}
+
+	// Every sink names one S3 Secret, as the samples do: each reconcile then
+	// also reads it and checks the bucket with it.
+	if err := k8s.Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "s3-creds"},
+		StringData: map[string]string{"AWS_ACCESS_KEY_ID": s3test.AccessKey, "AWS_SECRET_ACCESS_KEY": s3test.SecretKey},
+	}); err != nil {
 		return nil, err
 	}
 
@@ -192,6 +202,7 @@ func benchSink(ns string, i int, natsURL, s3URL string) *jetsinkv1.WarehouseSink
 	sink.Spec.Destination.Prefix = fmt.Sprintf("sinks/%04d/", i)
 	sink.Spec.Destination.Endpoint = s3URL
 	sink.Spec.Destination.ForcePathStyle = true
+	sink.Spec.Destination.CredentialsSecretRef = &corev1.LocalObjectReference{Name: "s3-creds"}
 	return sink
 }
 

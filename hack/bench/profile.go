@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -229,11 +230,15 @@ func (s *stack) consumeCeiling(ctx context.Context, total uint64) (float64, erro
 	}
 	defer it.Stop()
 	start := time.Now()
-	for n := uint64(0); n < total; n++ {
+	for n := uint64(0); n < total; {
 		msg, err := it.Next()
+		if errors.Is(err, jetstream.ErrNoHeartbeat) {
+			continue // a busy machine; the iterator re-pulls on its own
+		}
 		if err != nil {
 			return 0, err
 		}
+		n++
 		if err := msg.Ack(); err != nil {
 			return 0, err
 		}
