@@ -16,6 +16,10 @@ const (
 	flushMaxAge    = "max_age"
 	flushMemory    = "memory"
 	flushShutdown  = "shutdown"
+	// flushAckPending: the consumer's MaxAckPending is reached, so JetStream
+	// delivers nothing more until something is ACKed; waiting for the other
+	// triggers would stall the sink until BatchMaxAge.
+	flushAckPending = "ack_pending"
 )
 
 // eventOverhead approximates what a buffered event costs beyond its body:
@@ -248,6 +252,17 @@ func (b *batcher) tick(now time.Time) {
 			}
 		}
 	}
+}
+
+// cutAll cuts every open batch and reports how many it cut.
+func (b *batcher) cutAll(reason string) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := len(b.open)
+	for _, bt := range b.open {
+		b.cut(bt, reason)
+	}
+	return n
 }
 
 // close stops intake and cuts every open batch, for the shutdown drain.

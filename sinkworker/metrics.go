@@ -78,7 +78,7 @@ func newMetrics(reg prometheus.Registerer, b func() *batcher, limit int64) *metr
 	)
 	// Pre-create the label values users alert on, so a rate() has a series
 	// to work with before the first event of its kind.
-	for _, r := range []string{flushMaxEvents, flushMaxBytes, flushMaxAge, flushMemory, flushShutdown} {
+	for _, r := range []string{flushMaxEvents, flushMaxBytes, flushMaxAge, flushMemory, flushShutdown, flushAckPending} {
 		m.flushes.WithLabelValues(r)
 	}
 	for _, op := range []string{"PutObject", "HeadObject"} {

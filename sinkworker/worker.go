@@ -151,6 +151,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	stopTick := make(chan struct{})
 	var ticker sync.WaitGroup
 	ticker.Go(func() { w.tickLoop(stopTick) })
+	ticker.Go(func() { w.watchAckPending(stopTick, cons) })
 
 	var fetchers sync.WaitGroup
 	var iters []jetstream.MessagesContext
@@ -276,7 +277,7 @@ func (w *Worker) checkConsumer(info *jetstream.ConsumerInfo) {
 		return
 	}
 	if mp := info.Config.MaxAckPending; mp > 0 && mp < w.cfg.BatchMaxEvents {
-		w.log.Warn("The consumer's MaxAckPending is below BatchMaxEvents: batches fill only up to it and are cut by age",
+		w.log.Warn("The consumer's MaxAckPending is below BatchMaxEvents: files will be small, cut whenever it is reached",
 			"max_ack_pending", mp, "batch_max_events", w.cfg.BatchMaxEvents)
 	}
 	if info.Config.AckWait > 0 && info.Config.AckWait != w.cfg.AckWait {
@@ -299,6 +300,37 @@ func (w *Worker) tickLoop(stop <-chan struct{}) {
 			return
 		case now := <-t.C:
 			w.batcher.tick(now)
+		}
+	}
+}
+
+// ackPendingEvery is how often the consumer's ACK-pending count is checked.
+const ackPendingEvery = time.Second
+
+// watchAckPending cuts every open batch when the consumer has as many
+// unacknowledged messages as its MaxAckPending allows: JetStream then
+// delivers nothing more to any worker until something is ACKed, and the
+// open batches would otherwise wait for BatchMaxAge. Every worker sees the
+// same count and cuts its own batches.
+func (w *Worker) watchAckPending(stop <-chan struct{}, cons jetstream.Consumer) {
+	t := time.NewTicker(ackPendingEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), ackPendingEvery)
+		info, err := cons.Info(ctx)
+		cancel()
+		if err != nil {
+			continue // NATS away: nothing is delivered anyway
+		}
+		if limit := info.Config.MaxAckPending; limit > 0 && info.NumAckPending >= limit {
+			if n := w.batcher.cutAll(flushAckPending); n > 0 {
+				w.log.Info("Consumer reached MaxAckPending; writing open batches early", "max_ack_pending", limit, "batches", n)
+			}
 		}
 	}
 }

@@ -270,3 +270,24 @@ func TestExistingConsumerIsNotUpdated(t *testing.T) {
 		t.Errorf("leases every %s, want half the consumer's AckWait (%s)", w.batcher.leaseAfter, theirs.AckWait/2)
 	}
 }
+
+// A consumer whose MaxAckPending is below what the batches would hold does
+// not stall the sink until BatchMaxAge: reaching it writes the open batches.
+func TestMaxAckPendingDoesNotStall(t *testing.T) {
+	e := newEnv(t)
+	e.cfg.MaxAckPending = 100
+	e.cfg.BatchMaxEvents = 10000
+	e.cfg.BatchMaxAge = 20 * time.Second
+	e.cfg.AckWait = 30 * time.Second
+	evs := makeEvents(600, []string{"shop", "blog"}, 1)
+	e.publish(evs)
+	w := e.start(Backoff{})
+	eventually(t, 15*time.Second, "events ACKed well before BatchMaxAge", func() bool {
+		return metric(t, w.reg, "jetsink_events_acked_total") == float64(len(evs))
+	})
+	if got := metric(t, w.reg, "jetsink_flushes_total", "reason", flushAckPending); got == 0 {
+		t.Error("no flush was triggered by MaxAckPending")
+	}
+	w.stop(t)
+	e.checkWritten(evs)
+}
