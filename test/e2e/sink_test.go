@@ -365,6 +365,13 @@ func TestBadInput(t *testing.T) {
 					(strings.Contains(msg, "credential") || strings.Contains(msg, "access denied") || strings.Contains(msg, "signature")),
 				fmt.Sprintf("%s=%s %s: %s", c.Type, c.Status, c.Reason, c.Message)
 		})
+		c := apimeta.FindStatusCondition(e.getSink("wrongcreds").Status.Conditions, jetsinkv1.ConditionDegraded)
+		t.Logf("Degraded=%s %s: %s", c.Status, c.Reason, c.Message)
+		// Give any worker time to cut and try a batch (maxAge 2s) before
+		// checking that nothing was ACKed or written.
+		time.Sleep(4 * time.Second)
+		live, _ := running(e.key("wrongcreds"))
+		t.Logf("%d worker processes running for the degraded sink", live)
 		info := e.consumerInfo()
 		if info.AckFloor.Stream != 0 {
 			t.Errorf("consumer ACK floor is at stream sequence %d: something was ACKed", info.AckFloor.Stream)
