@@ -195,9 +195,9 @@ func (d *demo) run(ctx context.Context) error {
 		}
 	}
 
-	d.stage("What the user sees: kubectl get sinks, the Deployment and the metrics Service's endpoints")
+	d.stage("What the user sees: kubectl get sinks, the Deployment, its pods and the metrics Service's endpoints")
 	d.kubectl(ctx, "get", "sinks", "-n", namespace)
-	d.kubectl(ctx, "get", "deployment,service,endpointslices", "-n", namespace)
+	d.kubectl(ctx, "get", "deployment,pods,service,endpointslices", "-n", namespace)
 	d.showMetrics(ctx)
 
 	d.stage("The Parquet objects under their Hive-style keys")

@@ -15,8 +15,10 @@
 //
 // It writes what it sees back to the API: the Deployment's status (replicas,
 // updated, ready, available, observedGeneration; ready means the process's
-// /readyz answers 200), one EndpointSlice per ready pod for the Services that
-// select it (each process listens on its own loopback port), and, since
+// /readyz answers 200), a Pod object per process with its phase, readiness
+// and restarts (deleting one terminates its process, and a replacement
+// starts), one EndpointSlice per ready pod for the Services that select it
+// (each process listens on its own loopback port), and, since
 // envtest has no garbage collector, it deletes the Deployment and Service of
 // a sink that no longer exists.
 //
@@ -275,12 +277,13 @@ func (r *Runner) reconcileAll(ctx context.Context) {
 		}
 		r.enforceGrace(d)
 		r.reap(d)
-		empty := len(d.pods) == 0
-		if empty {
+		views := r.viewsOf(d)
+		if len(d.pods) == 0 {
 			delete(r.deps, d.key)
 		}
 		r.mu.Unlock()
 		r.syncEndpoints(ctx, d.key, nil, nil)
+		r.syncPods(ctx, d.key, nil, views)
 	}
 }
 
@@ -400,10 +403,12 @@ func (r *Runner) reconcile(ctx context.Context, dep *appsv1.Deployment) {
 	}
 	r.enforceGrace(d)
 	status, ready := r.statusOf(d, dep, hash)
+	views := r.viewsOf(d)
 	r.mu.Unlock()
 
 	r.writeStatus(ctx, dep, status)
 	r.syncEndpoints(ctx, key, dep, ready)
+	r.syncPods(ctx, key, dep, views)
 }
 
 // sortForRemoval puts the pods a ReplicaSet would delete first at the
@@ -743,7 +748,7 @@ func (r *Runner) syncEndpoints(ctx context.Context, key types.NamespacedName, de
 	}
 	var have discoveryv1.EndpointSliceList
 	if err := r.c.List(ctx, &have, client.InNamespace(key.Namespace),
-		client.MatchingLabels{discoveryv1.LabelManagedBy: ManagedBy, "podrunner.jetsink.dev/deployment": key.Name}); err != nil {
+		client.MatchingLabels{discoveryv1.LabelManagedBy: ManagedBy, labelDeployment: key.Name}); err != nil {
 		return
 	}
 	for i := range have.Items {
@@ -755,7 +760,7 @@ func (r *Runner) syncEndpoints(ctx context.Context, key types.NamespacedName, de
 		_ = client.IgnoreNotFound(r.c.Delete(ctx, es))
 	}
 	for _, es := range want {
-		es.Labels["podrunner.jetsink.dev/deployment"] = key.Name
+		es.Labels[labelDeployment] = key.Name
 		if err := r.c.Create(ctx, es); err != nil && !apierrors.IsAlreadyExists(err) && ctx.Err() == nil {
 			r.log.Warn("create endpointslice", "name", es.Name, "error", err)
 		}

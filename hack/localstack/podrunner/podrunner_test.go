@@ -146,6 +146,35 @@ func TestRunnerKeepsTheKubeletContract(t *testing.T) {
 		return false, fmt.Sprintf("%+v", r.Pods(key))
 	})
 
+	// Each process is a Pod object, Running, bound to the runner's node.
+	waitFor(t, 10*time.Second, "2 Pod objects, Running", func() (bool, string) {
+		var pods corev1.PodList
+		if err := c.List(ctx, &pods, client.InNamespace("default"), client.MatchingLabels(labels)); err != nil {
+			return false, err.Error()
+		}
+		n := 0
+		for _, p := range pods.Items {
+			if p.Status.Phase == corev1.PodRunning && p.Spec.NodeName == podrunner.NodeName && p.DeletionTimestamp.IsZero() {
+				n++
+			}
+		}
+		return n == 2, fmt.Sprintf("%d pods", len(pods.Items))
+	})
+	// Deleting a Pod object stops its process; a replacement starts.
+	victim := live()[0].Name
+	if err := c.Delete(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: victim}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the deleted pod replaced and gone", func() (bool, string) {
+		ps := r.Pods(key)
+		for _, p := range ps {
+			if p.Name == victim {
+				return false, fmt.Sprintf("%+v", ps)
+			}
+		}
+		return len(live()) == 2, fmt.Sprintf("%+v", ps)
+	})
+
 	// Scale to 1: the pod that ignores SIGTERM is SIGKILLed after its 2s.
 	if err := c.Patch(ctx, dep, client.RawPatch(types.MergePatchType, []byte(`{"spec":{"replicas":1}}`))); err != nil {
 		t.Fatal(err)
