@@ -335,3 +335,30 @@ func TestPoisonWithoutDeadLetterSubject(t *testing.T) {
 		t.Errorf("dead_lettered = %v without a dead-letter subject", got)
 	}
 }
+
+// An open batch waiting for BatchMaxAge longer than the consumer's AckWait
+// (the operator's consumer may have a shorter one than the worker was told)
+// is kept leased too: nothing is redelivered while it waits.
+func TestOpenBatchIsKeptLeased(t *testing.T) {
+	e := newEnv(t)
+	theirs := e.cfg.ConsumerConfig()
+	theirs.AckWait = time.Second
+	if _, err := e.js.CreateConsumer(t.Context(), testStream, theirs); err != nil {
+		t.Fatal(err)
+	}
+	e.cfg.BatchMaxAge = 3 * time.Second // three times the consumer's AckWait
+	evs := makeEvents(100, []string{"shop"}, 1)
+	e.publish(evs)
+	w := e.start(Backoff{})
+	eventually(t, 15*time.Second, "events ACKed after BatchMaxAge", func() bool {
+		return metric(t, w.reg, "jetsink_events_acked_total") == float64(len(evs))
+	})
+	w.stop(t)
+	if got := metric(t, w.reg, "jetsink_events_received_total"); got != float64(len(evs)) {
+		t.Errorf("received %v deliveries of %d events: redelivered while the batch was open", got, len(evs))
+	}
+	if info := e.consumer(); info.NumRedelivered != 0 {
+		t.Errorf("consumer redelivered %d events", info.NumRedelivered)
+	}
+	e.checkWritten(evs)
+}
