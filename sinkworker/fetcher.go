@@ -24,6 +24,8 @@ type fetcher struct {
 
 // run processes messages until the iterator is drained and closed.
 func (f *fetcher) run(ctx context.Context) {
+	var lastWarn time.Time
+	failures := 0
 	for {
 		msg, err := f.it.Next()
 		if err != nil {
@@ -31,8 +33,13 @@ func (f *fetcher) run(ctx context.Context) {
 				return
 			}
 			// Missed heartbeats, a consumer being recreated, a reconnect:
-			// the iterator recovers on its own; do not spin meanwhile.
-			f.w.log.Warn("Fetching from the consumer failed; retrying", "error", err)
+			// the iterator recovers on its own; do not spin meanwhile, and
+			// log an outage once every 10s rather than 4 times a second.
+			failures++
+			if time.Since(lastWarn) >= 10*time.Second {
+				f.w.log.Warn("Fetching from the consumer failed; retrying", "error", err, "failures", failures)
+				lastWarn = time.Now()
+			}
 			time.Sleep(250 * time.Millisecond)
 			continue
 		}
