@@ -26,7 +26,10 @@ type metrics struct {
 
 const namespace = "jetsink"
 
-func newMetrics(reg prometheus.Registerer, b func() *batcher, limit int64) *metrics {
+// newMetrics registers the worker's series on reg, and the Go runtime and
+// process collectors too when withRuntime (a registry of our own; a caller's
+// registry may hold them already).
+func newMetrics(reg prometheus.Registerer, b func() *batcher, limit int64, withRuntime bool) *metrics {
 	counter := func(name, help string) prometheus.Counter {
 		return prometheus.NewCounter(prometheus.CounterOpts{Namespace: namespace, Name: name, Help: help})
 	}
@@ -73,9 +76,10 @@ func newMetrics(reg prometheus.Registerer, b func() *batcher, limit int64) *metr
 		gauge("buffered_bytes_limit", "MaxBufferedBytes: fetching blocks when buffered_bytes would exceed it.", func() float64 {
 			return float64(limit)
 		}),
-		collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
+	if withRuntime {
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
 	// Pre-create the label values users alert on, so a rate() has a series
 	// to work with before the first event of its kind.
 	for _, r := range []string{flushMaxEvents, flushMaxBytes, flushMaxAge, flushMemory, flushShutdown, flushAckPending} {

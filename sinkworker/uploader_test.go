@@ -20,7 +20,7 @@ func TestUploadNeverClobbers(t *testing.T) {
 	s.SetEnv(t)
 	cfg := config.Default()
 	cfg.Bucket, cfg.Endpoint, cfg.ForcePathStyle = "lake", s.URL, true
-	m := newMetrics(prometheus.NewRegistry(), func() *batcher { return nil }, 0)
+	m := newMetrics(prometheus.NewRegistry(), func() *batcher { return nil }, 0, false)
 	up, err := newUploader(t.Context(), cfg, m)
 	if err != nil {
 		t.Fatal(err)

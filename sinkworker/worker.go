@@ -28,7 +28,7 @@ type Options struct {
 	// Logger receives structured logs; default JSON on stderr.
 	Logger *slog.Logger
 	// Registry receives the worker's metrics and is served on /metrics;
-	// default a new registry.
+	// default a new registry, with the Go runtime and process collectors.
 	Registry *prometheus.Registry
 	// Backoff is the NAK delay policy after a failed upload; default
 	// DefaultBackoff.
@@ -66,13 +66,14 @@ func New(cfg config.Config, opts Options) (*Worker, error) {
 	if w.log == nil {
 		w.log = slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	}
-	if w.reg == nil {
+	ownRegistry := w.reg == nil
+	if ownRegistry {
 		w.reg = prometheus.NewRegistry()
 	}
 	if w.backoff == (Backoff{}) {
 		w.backoff = DefaultBackoff
 	}
-	w.metrics = newMetrics(w.reg, func() *batcher { return w.batcher }, cfg.MaxBufferedBytes)
+	w.metrics = newMetrics(w.reg, func() *batcher { return w.batcher }, cfg.MaxBufferedBytes, ownRegistry)
 	w.batcher = newBatcher(cfg, w.metrics)
 	enc, err := newEncoder(cfg.Compression)
 	if err != nil {
