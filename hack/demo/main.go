@@ -406,15 +406,16 @@ func (d *demo) showRows(ctx context.Context) error {
 }
 
 func (d *demo) showMetrics(ctx context.Context) {
-	d.info("the workers' own counters, scraped from the metrics Service's endpoints:")
-	var total = map[string]float64{}
-	for _, p := range d.stack.Runner.Pods(types.NamespacedName{Namespace: namespace, Name: sinkName}) {
-		m, err := stack.Scrape(ctx, "http://"+p.MetricsAddr+"/metrics")
-		if err != nil {
-			d.info("  %s: %v", p.Name, err)
-			continue
-		}
-		d.info("  %s: received=%.0f acked=%.0f files=%.0f rows=%.0f dead_lettered=%.0f", p.Name,
+	eps, err := d.stack.ScrapeService(ctx, namespace, sinkName+"-metrics")
+	if err != nil {
+		d.info("scraping the metrics Service: %v", err)
+		return
+	}
+	d.info("the workers' own counters, scraped from the %d endpoints of Service %s-metrics:", len(eps), sinkName)
+	total := map[string]float64{}
+	for _, ep := range eps {
+		m := ep.Metrics
+		d.info("  %s (%s): received=%.0f acked=%.0f files=%.0f rows=%.0f dead_lettered=%.0f", ep.Pod, ep.URL,
 			m["jetsink_events_received_total"], m["jetsink_events_acked_total"], m["jetsink_files_written_total"],
 			m["jetsink_file_rows_total"], m["jetsink_events_dead_lettered_total"])
 		for k, v := range m {

@@ -31,7 +31,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/parquet-go/parquet-go"
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -39,7 +38,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	jetsinkv1 "github.com/jetsink/jetsink/api/v1alpha1"
-	"github.com/jetsink/jetsink/hack/localstack/podrunner"
 	"github.com/jetsink/jetsink/hack/localstack/stack"
 	"github.com/jetsink/jetsink/sinkworker"
 )
@@ -393,32 +391,15 @@ func kubectl(t *testing.T, args ...string) (string, error) {
 // EndpointSlices, as Prometheus would discover them) and sums the counters.
 func (e *env) endpointMetrics(sink string) (sum map[string]float64, endpoints int) {
 	e.t.Helper()
-	var slices discoveryv1.EndpointSliceList
-	if err := st.Client.List(e.t.Context(), &slices, client.InNamespace(e.ns),
-		client.MatchingLabels{discoveryv1.LabelServiceName: sink + "-metrics"}); err != nil {
-		e.t.Fatal(err)
+	eps, err := st.ScrapeService(e.t.Context(), e.ns, sink+"-metrics")
+	if err != nil {
+		e.t.Fatalf("scrape the metrics Service: %v", err)
 	}
 	sum = map[string]float64{}
-	for _, s := range slices.Items {
-		for _, ep := range s.Endpoints {
-			for _, port := range s.Ports {
-				// The pods all run on this host: the slice's address is a
-				// name, the annotation the IP (see podrunner).
-				host := s.Annotations[podrunner.HostAddressAnnotation]
-				if host == "" {
-					e.t.Fatalf("EndpointSlice %s for %s has no %s annotation", s.Name, ep.Addresses[0], podrunner.HostAddressAnnotation)
-				}
-				url := fmt.Sprintf("http://%s:%d/metrics", host, ptr.Deref(port.Port, 0))
-				m, err := stack.Scrape(e.t.Context(), url)
-				if err != nil {
-					e.t.Fatalf("scrape %s: %v", url, err)
-				}
-				endpoints++
-				for k, v := range m {
-					sum[k] += v
-				}
-			}
+	for _, ep := range eps {
+		for k, v := range ep.Metrics {
+			sum[k] += v
 		}
 	}
-	return sum, endpoints
+	return sum, len(eps)
 }

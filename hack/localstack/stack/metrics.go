@@ -5,8 +5,15 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"sort"
 	"strconv"
 	"strings"
+
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/jetsink/jetsink/hack/localstack/podrunner"
 )
 
 // Scrape reads a Prometheus text endpoint and returns each metric's value,
@@ -48,4 +55,46 @@ func Scrape(ctx context.Context, url string) (map[string]float64, error) {
 		out[name] += v
 	}
 	return out, sc.Err()
+}
+
+// Endpoint is one scraped endpoint of a Service.
+type Endpoint struct {
+	// Pod is the endpoint's target pod; URL what was scraped.
+	Pod, URL string
+	Metrics  map[string]float64
+}
+
+// ScrapeService scrapes /metrics on every endpoint of a Service, found
+// through its EndpointSlices as Prometheus discovers them. The pod runner's
+// slices name each pod by a local FQDN and carry the real (loopback) address
+// in an annotation.
+func (s *Stack) ScrapeService(ctx context.Context, namespace, service string) ([]Endpoint, error) {
+	var slices discoveryv1.EndpointSliceList
+	if err := s.Client.List(ctx, &slices, client.InNamespace(namespace),
+		client.MatchingLabels{discoveryv1.LabelServiceName: service}); err != nil {
+		return nil, err
+	}
+	var out []Endpoint
+	for _, sl := range slices.Items {
+		host := sl.Annotations[podrunner.HostAddressAnnotation]
+		if host == "" {
+			return nil, fmt.Errorf("EndpointSlice %s has no %s annotation", sl.Name, podrunner.HostAddressAnnotation)
+		}
+		for _, ep := range sl.Endpoints {
+			for _, port := range sl.Ports {
+				url := fmt.Sprintf("http://%s:%d/metrics", host, ptr.Deref(port.Port, 0))
+				m, err := Scrape(ctx, url)
+				if err != nil {
+					return nil, err
+				}
+				pod := ""
+				if ep.TargetRef != nil {
+					pod = ep.TargetRef.Name
+				}
+				out = append(out, Endpoint{Pod: pod, URL: url, Metrics: m})
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Pod < out[j].Pod })
+	return out, nil
 }
