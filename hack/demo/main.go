@@ -67,16 +67,56 @@ func main() {
 		}
 		if cerr := d.keepFiles(*out); cerr != nil {
 			fmt.Fprintln(os.Stderr, "demo:", cerr)
+		} else if rerr := d.recount(filepath.Join(*out, bucket)); rerr != nil {
+			fmt.Fprintln(os.Stderr, "demo: recount the kept files:", rerr)
 		} else {
 			fmt.Printf("   the bucket's files are in %s/%s/ (open them with duckdb, pandas, spark...), the logs in %s/logs/\n", *out, bucket, *out)
 		}
 	}
-	if err != nil && !errors.Is(err, context.Canceled) {
+	switch {
+	case errors.Is(err, context.Canceled):
+		fmt.Fprintln(os.Stderr, "demo: interrupted")
+		d.summary()
+		os.Exit(130)
+	case err != nil:
 		fmt.Fprintln(os.Stderr, "demo: FAILED:", err)
 		d.summary()
 		os.Exit(1)
 	}
 	d.summary()
+}
+
+// recount sets the row and file counts from the files the stack left
+// behind, after every worker drained: the summary describes the bucket as
+// it finally is.
+func (d *demo) recount(dir string) error {
+	rows := map[string]int64{}
+	err := filepath.WalkDir(dir, func(path string, e os.DirEntry, err error) error {
+		if err != nil || e.IsDir() || !strings.HasSuffix(path, ".parquet") {
+			return err
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		info, err := f.Stat()
+		if err != nil {
+			return err
+		}
+		pf, err := parquet.OpenFile(f, info.Size())
+		if err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		rel, _ := filepath.Rel(dir, path)
+		rows[filepath.ToSlash(rel)] = pf.NumRows()
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	d.rows = rows
+	return nil
 }
 
 type demo struct {
