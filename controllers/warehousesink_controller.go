@@ -101,7 +101,7 @@ func (r *WarehouseSinkReconciler) reconcile(ctx context.Context, sink *jetsinkv1
 	}
 
 	want := cfg.ConsumerConfig()
-	want.MaxAckPending = workload.MaxAckPending(sink, cfg.MaxAckPending)
+	want.MaxAckPending = workload.MaxAckPending(sink, cfg.AckPendingPerProcess())
 	info, err := r.consumers.ensure(ctx, cfg, want)
 	if err != nil {
 		return ctrl.Result{}, err

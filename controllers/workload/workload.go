@@ -46,11 +46,6 @@ const (
 // kubelet's SIGKILL never lands in the middle of a drain.
 const GracePeriodMargin = 15
 
-// minEventBytes is the smallest event size MaxAckPending is sized for: a
-// worker may hold maxBufferedBytes of events unacknowledged, so the
-// consumer must allow that many events of this size per pod.
-const minEventBytes = 128
-
 // SelectorLabels select the worker pods of a sink.
 func SelectorLabels(sink *jetsinkv1.WarehouseSink) map[string]string {
 	return map[string]string{LabelName: WorkerName, LabelInstance: sink.Name}
@@ -96,21 +91,11 @@ func WorkerConfig(sink *jetsinkv1.WarehouseSink) config.Config {
 	setIf(&c.Compression, string(s.Parquet.Compression))
 	setIf(&c.TimeGranularity, string(s.Partitioning.TimeGranularity))
 	setDuration(&c.ShutdownTimeout, s.ShutdownTimeout)
-	c.MaxAckPending = maxAckPendingPerPod(c)
 	return c
 }
 
-// maxAckPendingPerPod is how many unacknowledged events one pod may hold:
-// everything its buffered-bytes cap allows plus one fetch per worker. It is
-// sized so that the worker's own cap, not the server, bounds its batches;
-// otherwise partitions would stall half-full and flush only on maxAge.
-func maxAckPendingPerPod(c config.Config) int {
-	n := c.MaxBufferedBytes/minEventBytes + int64(c.Workers*c.FetchBatchSize)
-	return int(min(n, math.MaxInt32))
-}
-
 // MaxAckPending is the consumer's limit for the whole sink: the per-pod
-// limit times the replicas (at least one, so a sink scaled to zero keeps a
+// limit (config.AckPendingPerProcess) times the replicas (at least one, so a sink scaled to zero keeps a
 // usable consumer).
 func MaxAckPending(sink *jetsinkv1.WarehouseSink, perPod int) int {
 	replicas := int64(1)

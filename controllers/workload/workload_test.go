@@ -64,7 +64,6 @@ func TestWorkerEnvLoadsBackIntoTheSpec(t *testing.T) {
 		Workers: 3, BatchMaxEvents: 5000, BatchMaxBytes: 32 << 20, BatchMaxAge: 45 * time.Second,
 		MaxBufferedBytes: 128 << 20, Compression: "snappy", TimeGranularity: "day",
 		ShutdownTimeout: 30 * time.Second, MetricsAddr: ":9090",
-		MaxAckPending: (128<<20)/minEventBytes + 3*250,
 	}
 	if diff := cmpConfig(got, want); diff != "" {
 		t.Fatal(diff)
@@ -209,7 +208,10 @@ func TestDeployment(t *testing.T) {
 
 func TestMaxAckPendingCoversEveryPod(t *testing.T) {
 	s := testSink()
-	per := WorkerConfig(s).MaxAckPending
+	per := WorkerConfig(s).AckPendingPerProcess()
+	if want := (128<<20)/128 + 3*250; per != want {
+		t.Errorf("per pod: %d, want the 128Mi buffer cap in 128-byte events plus a fetch per worker, %d", per, want)
+	}
 	if got := MaxAckPending(s, per); got != 2*per {
 		t.Errorf("2 replicas: %d, want %d", got, 2*per)
 	}

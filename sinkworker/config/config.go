@@ -199,7 +199,7 @@ func (c Config) Validate() error {
 		}
 	}
 	if c.MaxAckPending < 0 {
-		bad("MAX_ACK_PENDING", "must not be negative (0 means the server's default)")
+		bad("MAX_ACK_PENDING", "must not be negative (0 sizes it from MAX_BUFFERED_BYTES)")
 	}
 	if c.AckWait > 0 && c.AckWait <= c.BatchMaxAge {
 		bad("ACK_WAIT", "(%s) must be longer than BATCH_MAX_AGE (%s), or events are redelivered while they wait in a batch", c.AckWait, c.BatchMaxAge)

@@ -1,8 +1,27 @@
 package config
 
 import (
+	"math"
+
 	"github.com/nats-io/nats.go/jetstream"
 )
+
+// minEventBytes is the smallest event size the default MaxAckPending is
+// sized for.
+const minEventBytes = 128
+
+// AckPendingPerProcess is how many unacknowledged events one worker process
+// may hold: MaxAckPending when set, else everything its buffered-bytes cap
+// allows plus one fetch per worker goroutine. Sized so that the worker's own
+// cap, not the server, bounds its batches; a lower limit makes partitions
+// stall half-full and flush small files.
+func (c Config) AckPendingPerProcess() int {
+	if c.MaxAckPending > 0 {
+		return c.MaxAckPending
+	}
+	n := c.MaxBufferedBytes/minEventBytes + int64(c.Workers*c.FetchBatchSize)
+	return int(min(n, math.MaxInt32))
+}
 
 // ConsumerConfig is the durable pull consumer a sink reads from. The operator
 // creates or updates it to match; a worker run outside Kubernetes creates it
@@ -14,7 +33,7 @@ func (c Config) ConsumerConfig() jetstream.ConsumerConfig {
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       c.AckWait,
 		MaxDeliver:    c.MaxDeliver,
-		MaxAckPending: c.MaxAckPending,
+		MaxAckPending: c.AckPendingPerProcess(),
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 	}
 	switch len(c.FilterSubjects) {
