@@ -20,6 +20,8 @@ import (
 
 func main() {
 	dir := flag.String("dir", ".localstack", "Directory for the stack's files (kubeconfig, logs, NATS store, S3 objects); kept on exit.")
+	manager := flag.String("manager", "", "The manager binary; default bin/manager.")
+	worker := flag.String("worker", "", "The sinkworker binary; default bin/sinkworker.")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -32,7 +34,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "localstack:", err)
 		os.Exit(1)
 	}
-	s, err := stack.Start(ctx, stack.Options{Dir: abs, Progress: os.Stdout})
+	s, err := stack.Start(ctx, stack.Options{Dir: abs, Progress: os.Stdout, ManagerBinary: *manager, WorkerBinary: *worker})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)

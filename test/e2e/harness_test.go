@@ -42,8 +42,12 @@ import (
 	"github.com/jetsink/jetsink/sinkworker"
 )
 
-// st is the suite's stack.
-var st *stack.Stack
+// st is the suite's stack; binDir holds the manager and sinkworker
+// binaries built for it.
+var (
+	st     *stack.Stack
+	binDir string
+)
 
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
@@ -62,7 +66,7 @@ func run(m *testing.M) int {
 			return 1
 		}
 	}
-	binDir, err := os.MkdirTemp("", "jetsink-e2e-bin-")
+	binDir, err = os.MkdirTemp("", "jetsink-e2e-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1

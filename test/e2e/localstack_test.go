@@ -1,0 +1,138 @@
+package e2e
+
+import (
+	"bufio"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/jetsink/jetsink/hack/localstack/stack"
+)
+
+// The localstack command prints how to reach its stack, the kubeconfig it
+// writes works with kubectl, and Ctrl-C stops everything: afterwards nothing
+// listens on the API server's, NATS's or S3's port any more.
+func TestLocalstackCommandStopsEverything(t *testing.T) {
+	root, err := stack.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(t.TempDir(), "localstack")
+	build := exec.Command("go", "build", "-o", bin, "./hack/localstack")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build localstack: %v\n%s", err, out)
+	}
+	dir := t.TempDir()
+	cmd := exec.Command(bin, "-dir", dir, "-manager", filepath.Join(binDir, "manager"),
+		"-worker", filepath.Join(binDir, "sinkworker"))
+	cmd.Dir = root
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	lines := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+		exited <- cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+		}
+	})
+
+	var out strings.Builder
+	deadline := time.After(90 * time.Second)
+	for !strings.Contains(out.String(), "Press Ctrl-C") {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("localstack exited early:\n%s", out.String())
+			}
+			out.WriteString(l + "\n")
+		case <-deadline:
+			t.Fatalf("localstack not up after 90s:\n%s", out.String())
+		}
+	}
+	text := out.String()
+	kubeconfig := filepath.Join(dir, "kubeconfig")
+	for _, want := range []string{"export KUBECONFIG=" + kubeconfig, "kubectl get sinks -A", "Logs: "} {
+		if !strings.Contains(text, want) {
+			t.Errorf("localstack's instructions lack %q:\n%s", want, text)
+		}
+	}
+	kc := exec.Command(filepath.Join(root, "bin", "kubectl"), "get", "sinks", "-A")
+	kc.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
+	if b, err := kc.CombinedOutput(); err != nil {
+		t.Errorf("kubectl with the printed kubeconfig: %v\n%s", err, b)
+	}
+
+	// Everything that listens: the API server (from the kubeconfig), NATS
+	// and S3 (from the instructions).
+	addrs := map[string]string{}
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs["kube-apiserver"] = strings.TrimPrefix(cfg.Host, "https://")
+	for name, re := range map[string]string{"nats": `NATS JetStream:\s+nats://(\S+)`, "s3": `S3 \(versitygw\):\s+http://(\S+)`} {
+		m := regexp.MustCompile(re).FindStringSubmatch(text)
+		if m == nil {
+			t.Fatalf("no %s address in:\n%s", name, text)
+		}
+		addrs[name] = m[1]
+	}
+	for name, a := range addrs {
+		if !listening(a) {
+			t.Errorf("%s is not listening on %s while the stack runs", name, a)
+		}
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for range lines { //nolint:revive // drain
+		}
+	}()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("localstack exited with %v after Ctrl-C", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("localstack still running 60s after Ctrl-C")
+	}
+	for name, a := range addrs {
+		if listening(a) {
+			t.Errorf("%s still listens on %s after localstack stopped", name, a)
+		}
+	}
+}
+
+func listening(addr string) bool {
+	c, err := net.DialTimeout("tcp", addr, 300*time.Millisecond)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
