@@ -13,7 +13,12 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	"github.com/jetsink/jetsink/hack/localstack/stack"
 )
@@ -39,30 +44,30 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	if err := s.EnsureNamespace(ctx, "analytics"); err != nil {
+	if err := seed(ctx, s); err != nil {
 		fmt.Fprintln(os.Stderr, "localstack:", err)
 	}
-	if err := s.Client.Create(ctx, stack.S3Secret("analytics", "s3-creds", stack.S3AccessKey, stack.S3SecretKey)); err != nil {
-		fmt.Fprintln(os.Stderr, "localstack:", err)
-	}
-	fmt.Printf(`
+	r := strings.NewReplacer("{KUBECONFIG}", s.Kubeconfig, "{BIN}", binDir(), "{NATS}", s.NATSURL, "{S3}", s.S3URL,
+		"{S3DIR}", s.S3Dir, "{LOGS}", s.LogDir, "{AK}", stack.S3AccessKey, "{SK}", stack.S3SecretKey, "{REGION}", stack.S3Region)
+	fmt.Print(r.Replace(`
 localstack is up. In another shell:
 
-  export KUBECONFIG=%s
-  export PATH=%s:$PATH
+  export KUBECONFIG={KUBECONFIG}
+  export PATH={BIN}:$PATH
   kubectl get sinks -A
 
-  NATS JetStream:  %s       (nats --server %s stream ls)
-  S3 (versitygw):  %s       access key %s, secret %s, region %s
-                   objects are plain files under %s/<bucket>/
-  Namespace "analytics" has Secret "s3-creds" with those S3 credentials.
-  A sink's source.url is %s and destination.endpoint %s
-  (with destination.forcePathStyle: true).
-  Logs: %s (manager.log, versitygw.log, one file per worker pod)
+  NATS JetStream:  {NATS}   streams EVENTS (events.>) and DLQ (dlq.>)
+  S3 (versitygw):  {S3}   bucket "lake"; access key {AK}, secret {SK}, region {REGION}
+                   objects are plain files under {S3DIR}/<bucket>/
+  Namespace "analytics" has Secret "s3-creds" with those S3 credentials, so the
+  demo's sink applies as it is:
+
+  sed -e 's|${NATS_URL}|{NATS}|' -e 's|${S3_ENDPOINT}|{S3}|' hack/demo/sink.yaml | kubectl apply -f -
+
+  Logs: {LOGS} (manager.log, podrunner.log, versitygw.log, one per worker pod)
 
 Press Ctrl-C to stop everything.
-`, s.Kubeconfig, binDir(), s.NATSURL, s.NATSURL, s.S3URL, stack.S3AccessKey,
-		stack.S3SecretKey, stack.S3Region, s.S3Dir, s.NATSURL, s.S3URL, s.LogDir)
+`))
 	<-ctx.Done()
 	fmt.Println()
 	if err := s.Stop(); err != nil {
@@ -78,4 +83,35 @@ func binDir() string {
 		return "bin"
 	}
 	return filepath.Join(root, "bin")
+}
+
+// seed creates what the demo's sink (hack/demo/sink.yaml) needs, so it can
+// be applied as it is.
+func seed(ctx context.Context, s *stack.Stack) error {
+	nc, err := nats.Connect(s.NATSURL)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	for name, subj := range map[string]string{"EVENTS": "events.>", "DLQ": "dlq.>"} {
+		if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{subj},
+			Storage: jetstream.FileStorage}); err != nil {
+			return fmt.Errorf("stream %s: %w", name, err)
+		}
+	}
+	if err := s.CreateBucket(ctx, "lake"); err != nil && !strings.Contains(err.Error(), "BucketAlreadyOwnedByYou") {
+		return fmt.Errorf("bucket lake: %w", err)
+	}
+	if err := s.EnsureNamespace(ctx, "analytics"); err != nil {
+		return err
+	}
+	err = s.Client.Create(ctx, stack.S3Secret("analytics", "s3-creds", stack.S3AccessKey, stack.S3SecretKey))
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	return nil
 }

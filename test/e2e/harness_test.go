@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -406,4 +407,22 @@ func (e *env) endpointMetrics(sink string) (sum map[string]float64, endpoints in
 		}
 	}
 	return sum, len(eps)
+}
+
+// keys lists the bucket's objects with their sizes and ETags, sorted.
+func (e *env) keys() []string {
+	e.t.Helper()
+	var out []string
+	pg := s3.NewListObjectsV2Paginator(st.S3Client(), &s3.ListObjectsV2Input{Bucket: aws.String(e.bucket)})
+	for pg.HasMorePages() {
+		page, err := pg.NextPage(e.t.Context())
+		if err != nil {
+			e.t.Fatalf("list bucket: %v", err)
+		}
+		for _, o := range page.Contents {
+			out = append(out, fmt.Sprintf("%s %d %s", aws.ToString(o.Key), aws.ToInt64(o.Size), aws.ToString(o.ETag)))
+		}
+	}
+	sort.Strings(out)
+	return out
 }

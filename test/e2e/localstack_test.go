@@ -18,8 +18,9 @@ import (
 )
 
 // The localstack command prints how to reach its stack, the kubeconfig it
-// writes works with kubectl, and Ctrl-C stops everything: afterwards nothing
-// listens on the API server's, NATS's or S3's port any more.
+// writes works with kubectl, the demo's sink applies as printed and becomes
+// Ready, and Ctrl-C stops everything: afterwards nothing listens on the API
+// server's, NATS's or S3's port any more.
 func TestLocalstackCommandStopsEverything(t *testing.T) {
 	root, err := stack.RepoRoot()
 	if err != nil {
@@ -105,6 +106,26 @@ func TestLocalstackCommandStopsEverything(t *testing.T) {
 			t.Errorf("%s is not listening on %s while the stack runs", name, a)
 		}
 	}
+
+	// The demo's sink applies as printed and becomes Ready.
+	sinkYAML, err := os.ReadFile(filepath.Join(root, "hack", "demo", "sink.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	manifest := strings.NewReplacer("${NATS_URL}", "nats://"+addrs["nats"], "${S3_ENDPOINT}", "http://"+addrs["s3"]).Replace(string(sinkYAML))
+	apply := exec.Command(filepath.Join(root, "bin", "kubectl"), "apply", "-f", "-")
+	apply.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
+	apply.Stdin = strings.NewReader(manifest)
+	if b, err := apply.CombinedOutput(); err != nil {
+		t.Fatalf("kubectl apply the demo's sink: %v\n%s", err, b)
+	}
+	eventually(t, 60*time.Second, "the demo's sink Ready on the localstack", func() (bool, string) {
+		get := exec.Command(filepath.Join(root, "bin", "kubectl"), "get", "sinks", "-n", "analytics", "--no-headers")
+		get.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
+		b, _ := get.CombinedOutput()
+		f := strings.Fields(string(b))
+		return len(f) >= 7 && f[4] == "2" && f[6] == "Available", string(b)
+	})
 
 	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
