@@ -271,34 +271,6 @@ func (d *demo) getSink(ctx context.Context) (*jetsinkv1.WarehouseSink, error) {
 	return sink, err
 }
 
-func ready(sink *jetsinkv1.WarehouseSink) bool {
-	for _, c := range sink.Status.Conditions {
-		if c.Type == jetsinkv1.ConditionReady {
-			return c.Status == "True"
-		}
-	}
-	return false
-}
-
-func (d *demo) waitReady(ctx context.Context, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		sink, err := d.getSink(ctx)
-		if err == nil && ready(sink) {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			d.kubectl(ctx, "get", "sinks", "-n", namespace, "-o", "yaml")
-			return fmt.Errorf("sink %s/%s not Ready after %s", namespace, sinkName, timeout)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
-}
-
 // progress prints one status block and reports whether the sink is done.
 func (d *demo) progress(ctx context.Context, publishing bool) (*jetsinkv1.WarehouseSink, bool) {
 	if err := d.scanObjects(ctx); err != nil {
