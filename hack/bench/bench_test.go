@@ -43,7 +43,10 @@ func TestSmoke(t *testing.T) {
 	o := options{
 		// The scaling runs are the default run's code with other counts;
 		// they are left out to keep this under a minute.
-		root: root, events: 20000, memEvents: 20000, seed: 7, sinks: 20, quiet: 2 * time.Second,
+		// 20,000 events of a million-a-day stream: about 30 minutes of
+		// timestamps, so files hold hundreds of rows as in the real run.
+		perDay: 1_000_000,
+		root:   root, events: 20000, memEvents: 20000, seed: 7, sinks: 20, quiet: 2 * time.Second,
 		maxAge: time.Second, scaling: false, profile: true,
 		natsCLI: natsCLI, sinkworker: filepath.Join(tmp, "sinkworker"), manager: filepath.Join(tmp, "manager"),
 		versitygw: s3test.Binary(t), assets: bin, dir: filepath.Join(tmp, "work"),

@@ -30,15 +30,11 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"syscall"
 	"time"
-
-	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
-	crzap "sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/jetsink/jetsink/internal/testutil/s3test"
 )
@@ -53,6 +49,7 @@ func main() {
 	o := options{root: root}
 	flag.IntVar(&o.events, "events", 1_000_000, "Events pre-loaded for the throughput runs (one day of timestamps).")
 	flag.IntVar(&o.memEvents, "mem-events", 2_000_000, "Backlog drained for the memory run (the stream is extended to this many).")
+	flag.IntVar(&o.perDay, "per-day", 0, "Events per day of generated timestamps (0: -events, so the throughput set spans one day).")
 	flag.Uint64Var(&o.seed, "seed", 1, "Seed of the event generator.")
 	flag.IntVar(&o.sinks, "sinks", 1000, "WarehouseSinks created for the controller benchmark (0 skips it).")
 	flag.DurationVar(&o.quiet, "quiet", 30*time.Second, "Window after convergence over which reconciles are counted.")
@@ -72,8 +69,6 @@ func main() {
 	})
 	flag.Parse()
 
-	// envtest logs through controller-runtime; its output is not the table.
-	ctrllog.SetLogger(crzap.New(crzap.WriteTo(io.Discard)))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	rep, err := run(ctx, o, os.Stdout)

@@ -28,6 +28,7 @@ type options struct {
 	assets, dir                             string
 	keep                                    bool
 	workerEnv                               []string // extra KEY=VALUE for the worker processes (experiments)
+	perDay                                  int      // generator's events per day of timestamps; 0 means events
 }
 
 // report is everything measured; print renders it.
@@ -89,7 +90,11 @@ func run(ctx context.Context, o options, _ io.Writer) (*report, error) {
 	}
 	defer s.stop()
 
-	gen := eventgen.New(o.seed, o.events)
+	perDay := o.perDay
+	if perDay == 0 {
+		perDay = o.events
+	}
+	gen := eventgen.New(o.seed, perDay)
 	step("pre-loading %d events into stream %s", o.events, streamName)
 	t0 := time.Now()
 	total, err := s.preload(ctx, gen, 0, o.events)
@@ -99,7 +104,7 @@ func run(ctx context.Context, o options, _ io.Writer) (*report, error) {
 	rep.preloadRate = float64(o.events) / time.Since(t0).Seconds()
 
 	step("Go benchmarks: raw JSON decode, raw parquet-go zstd encode")
-	m := runMicro(o.seed, o.events)
+	m := runMicro(o.seed, perDay)
 	rep.micro = &m
 
 	if o.natsCLI != "" {

@@ -118,7 +118,7 @@ func (s *stack) workerConfig(run sinkRun) (config.Config, jetstream.ConsumerConf
 	}
 	cfg := workload.WorkerConfig(sink)
 	want := cfg.ConsumerConfig()
-	want.MaxAckPending = workload.MaxAckPending(sink, cfg.MaxAckPending)
+	want.MaxAckPending = workload.MaxAckPending(sink, cfg.AckPendingPerProcess())
 	return cfg, want
 }
 
