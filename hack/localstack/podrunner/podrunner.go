@@ -352,9 +352,11 @@ func (r *Runner) reconcile(ctx context.Context, dep *appsv1.Deployment) {
 			old = append(old, p)
 		}
 	}
-	// Crashed processes restart in place, after their back-off.
+	// Crashed processes restart in place, after their back-off. Only
+	// those reap has seen exit (cmd nil): one that died since is counted
+	// and restarted on the next pass.
 	for _, p := range append(append([]*pod(nil), cur...), old...) {
-		if !p.running() && time.Now().After(p.nextStart) {
+		if p.cmd == nil && time.Now().After(p.nextStart) {
 			r.start(ctx, d, p)
 		}
 	}
