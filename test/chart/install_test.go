@@ -34,6 +34,7 @@ import (
 	"github.com/jetsink/jetsink/controllers"
 	"github.com/jetsink/jetsink/controllers/workload"
 	"github.com/jetsink/jetsink/internal/testutil/natstest"
+	"github.com/jetsink/jetsink/internal/testutil/s3test"
 )
 
 // One API server for the package, started by the first test that needs it.
@@ -124,6 +125,18 @@ func TestInstallOnACluster(t *testing.T) {
 	root := repoRoot(t)
 	nats := natstest.Start(t)
 	nats.CreateStream(t, "EVENTS", "events.>")
+	// The sample targets AWS; the test points it at a real S3 server on
+	// loopback (the controller checks the bucket with the sink's keys).
+	s3 := s3test.Start(t)
+	s3.CreateBucket(t, "lake")
+	pointAtTestServers := func(t *testing.T, ns, consumer string) {
+		t.Helper()
+		kubectl(t, "patch", "sink", "events", "--namespace", ns, "--type=merge", "-p", fmt.Sprintf(
+			`{"spec":{"source":{"url":%q,"consumer":%q},"destination":{"endpoint":%q,"forcePathStyle":true}}}`,
+			nats.ClientURL(), consumer, s3.URL))
+		kubectl(t, "patch", "secret", "s3-creds", "--namespace", ns, "--type=merge", "-p", fmt.Sprintf(
+			`{"stringData":{"AWS_ACCESS_KEY_ID":%q,"AWS_SECRET_ACCESS_KEY":%q}}`, s3test.AccessKey, s3test.SecretKey))
+	}
 
 	step := func(name string, f func(t *testing.T)) {
 		if !t.Run(name, f) {
@@ -183,9 +196,7 @@ func TestInstallOnACluster(t *testing.T) {
 	})
 
 	step("manager runs under the chart's ServiceAccount", func(t *testing.T) {
-		// Point the sample at the test's NATS server.
-		kubectl(t, "patch", "sink", "events", "--namespace", sinkNS, "--type=merge",
-			"-p", fmt.Sprintf(`{"spec":{"source":{"url":%q}}}`, nats.ClientURL()))
+		pointAtTestServers(t, sinkNS, "warehouse")
 		sa := serviceAccountOf(t, c, releaseNS, "jetsink")
 		logs, stop := runManagerAs(t, cfg, releaseNS, sa, nil)
 		assertReconciled(t, c, nats, sinkNS, "events", "warehouse")
@@ -259,8 +270,7 @@ func TestInstallOnACluster(t *testing.T) {
 		helm(t, "install", "scoped", chart, "--namespace", ns, "--create-namespace", "--wait=false",
 			"--set", "crds.enabled=false", "--set", "watchNamespaces={"+watched+"}")
 		kubectl(t, "apply", "--namespace", watched, "-k", filepath.Join(root, "config", "samples"))
-		kubectl(t, "patch", "sink", "events", "--namespace", watched, "--type=merge",
-			"-p", fmt.Sprintf(`{"spec":{"source":{"url":%q,"consumer":"team-a"}}}`, nats.ClientURL()))
+		pointAtTestServers(t, watched, "team-a")
 
 		sa := serviceAccountOf(t, c, ns, "scoped-jetsink")
 		logs, stop := runManagerAs(t, cfg, ns, sa, []string{watched})
