@@ -45,6 +45,7 @@ type controllerResult struct {
 	quietRecons float64 // during the quiet window after convergence
 	rssMiB      float64
 	errors      float64 // reconcile errors until the end
+	unconverged string  // set when the sinks did not all converge in time
 }
 
 const sinkStream = "SINKS"
@@ -156,7 +157,9 @@ func (s *stack) benchController(ctx context.Context, root, binDir, manager strin
 	if err := p.Wait(); err != nil {
 		return nil, fmt.Errorf("create sinks: %w", err)
 	}
-	timeout := 60*time.Second + time.Duration(n)*100*time.Millisecond
+	// Long enough to see how far past the 60 s target convergence goes;
+	// past it the result says how many sinks were still missing.
+	timeout := 120*time.Second + time.Duration(n)*200*time.Millisecond
 	for {
 		deps, done, err := converged(ctx, k8s, ns)
 		if err != nil {
@@ -167,7 +170,9 @@ func (s *stack) benchController(ctx context.Context, root, binDir, manager strin
 			break
 		}
 		if time.Since(start) > timeout {
-			return nil, fmt.Errorf("%d sinks did not converge in %s: %d Deployments, %d statuses (log %s)", n, timeout, deps, done, logPath)
+			res.converge = time.Since(start)
+			res.unconverged = fmt.Sprintf("not converged after %s: %d Deployments, %d statuses written (log %s)", timeout.Round(time.Second), deps, done, logPath)
+			break
 		}
 		select {
 		case err := <-exited:
