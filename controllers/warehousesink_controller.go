@@ -107,6 +107,7 @@ func (r *WarehouseSinkReconciler) reconcile(ctx context.Context, sink *jetsinkv1
 		return ctrl.Result{}, err
 	}
 	sink.Status.Consumer = &jetsinkv1.ConsumerStatus{
+		Lag:            info.NumPending + uint64(max(info.NumAckPending, 0)),
 		NumPending:     info.NumPending,
 		NumAckPending:  int64(info.NumAckPending),
 		NumRedelivered: int64(info.NumRedelivered),

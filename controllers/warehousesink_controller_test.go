@@ -219,8 +219,27 @@ func TestSinkBecomesDeploymentServiceConsumerAndStatus(t *testing.T) {
 	}
 	eventually(t, 10*time.Second, func() error {
 		s, _ := get(t, &jetsinkv1.WarehouseSink{}, ns, "events")
-		if s.Status.Consumer == nil || s.Status.Consumer.NumPending != 5 {
-			return fmt.Errorf("consumer status = %+v, want 5 pending", s.Status.Consumer)
+		if s.Status.Consumer == nil || s.Status.Consumer.NumPending != 5 || s.Status.Consumer.Lag != 5 {
+			return fmt.Errorf("consumer status = %+v, want 5 pending, lag 5", s.Status.Consumer)
+		}
+		return nil
+	})
+
+	// Delivered but not yet ACKed (waiting in a batch) is still lag.
+	msgs, err := js.Consumer(t.Context(), "EVENTS", "warehouse")
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := msgs.FetchNoWait(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range batch.Messages() {
+	}
+	eventually(t, 10*time.Second, func() error {
+		s, _ := get(t, &jetsinkv1.WarehouseSink{}, ns, "events")
+		if c := s.Status.Consumer; c == nil || c.NumPending != 2 || c.NumAckPending != 3 || c.Lag != 5 {
+			return fmt.Errorf("consumer status = %+v, want 2 pending + 3 awaiting ACK = lag 5", c)
 		}
 		return nil
 	})

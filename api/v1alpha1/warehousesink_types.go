@@ -323,6 +323,11 @@ type WarehouseSinkStatus struct {
 
 // ConsumerStatus is a snapshot of the consumer's counters.
 type ConsumerStatus struct {
+	// lag is how many events of the stream are not written to S3 yet:
+	// numPending plus numAckPending. Events wait in open batches,
+	// delivered but unacknowledged, until their file is written, so
+	// numPending alone reads 0 long before the bucket has everything.
+	Lag uint64 `json:"lag"`
 	// numPending is how many stream messages the consumer has not delivered
 	// yet: the sink's lag.
 	NumPending uint64 `json:"numPending"`
@@ -344,7 +349,7 @@ type ConsumerStatus struct {
 // +kubebuilder:printcolumn:name="Bucket",type=string,JSONPath=`.spec.destination.bucket`
 // +kubebuilder:printcolumn:name="Replicas",type=integer,JSONPath=`.spec.replicas`
 // +kubebuilder:printcolumn:name="Ready",type=integer,JSONPath=`.status.readyReplicas`
-// +kubebuilder:printcolumn:name="Lag",type=integer,JSONPath=`.status.consumer.numPending`
+// +kubebuilder:printcolumn:name="Lag",type=integer,JSONPath=`.status.consumer.lag`
 // +kubebuilder:printcolumn:name="Status",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type WarehouseSink struct {
