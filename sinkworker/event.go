@@ -88,7 +88,21 @@ type decoder struct {
 }
 
 // decode fills row from data, or returns a *poisonError.
+//
+// The common event (no escapes or non-ASCII in the string fields, no
+// duplicate or case-folded names, valid) is decoded by fastDecode in one
+// pass without allocating beyond one copy of the body; anything else, and
+// every event that turns out to be poison, goes through decodeStd, so what
+// is poison and why is decided by encoding/json exactly as before.
 func (d *decoder) decode(data []byte, row *Row) error {
+	if fastDecode(data, row) {
+		return nil
+	}
+	return d.decodeStd(data, row)
+}
+
+// decodeStd decodes with encoding/json: the reference for what is poison.
+func (d *decoder) decodeStd(data []byte, row *Row) error {
 	d.env = envelope{Timestamp: d.env.Timestamp[:0], Properties: d.env.Properties[:0], Context: d.env.Context[:0]}
 	e := &d.env
 	if err := json.Unmarshal(data, e); err != nil {
@@ -161,8 +175,11 @@ func parseTimestamp(raw json.RawMessage) (time.Time, error) {
 			// No escapes: parse the bytes in place. The string does not
 			// outlive this call (time.Parse keeps no reference to it).
 			s = unsafe.String(unsafe.SliceData(raw[1:]), len(raw)-2)
-		} else if err := json.Unmarshal(raw, &s); err != nil {
-			return time.Time{}, poison(reasonInvalidTimestamp, err.Error())
+		} else {
+			var err error
+			if s, err = unquote(raw); err != nil {
+				return time.Time{}, poison(reasonInvalidTimestamp, err.Error())
+			}
 		}
 		t, err := time.Parse(time.RFC3339Nano, s)
 		if err != nil {
@@ -192,6 +209,14 @@ func parseTimestamp(raw json.RawMessage) (time.Time, error) {
 		return time.Time{}, poison(reasonInvalidTimestamp, "out of range: "+ts.Format(time.RFC3339))
 	}
 	return ts, nil
+}
+
+// unquote decodes a JSON string. Apart from parseTimestamp, so that its
+// result escapes to the heap only when there is something to unescape.
+func unquote(raw []byte) (string, error) {
+	var s string
+	err := json.Unmarshal(raw, &s)
+	return s, err
 }
 
 // jsonObject returns an object field as its JSON text; absent or null is "".

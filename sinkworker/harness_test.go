@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -168,8 +169,17 @@ func (e *env) publish(evs []testEvent) {
 
 func (e *env) publishRaw(subject string, body []byte) {
 	e.t.Helper()
-	if _, err := e.js.PublishAsync(subject, body); err != nil {
-		e.t.Fatalf("publish: %v", err)
+	for {
+		_, err := e.js.PublishAsync(subject, body)
+		if errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+			// A loaded machine: let the outstanding publishes complete.
+			e.waitPublished()
+			continue
+		}
+		if err != nil {
+			e.t.Fatalf("publish: %v", err)
+		}
+		return
 	}
 }
 

@@ -5,10 +5,14 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"os"
 	"regexp"
+	"runtime/pprof"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -129,20 +133,50 @@ func TestThroughput(t *testing.T) {
 	e.cfg.BatchMaxEvents = 10000
 	e.cfg.BatchMaxAge = 200 * time.Millisecond
 	e.cfg.Endpoint = e.s3.URL // no proxy hop
-	evs := makeEvents(100000, []string{"shop", "blog", "game"}, 2)
+	n := 100000
+	if s := os.Getenv("JETSINK_THROUGHPUT_EVENTS"); s != "" {
+		n, _ = strconv.Atoi(s)
+	}
+	evs := makeEvents(n, []string{"shop", "blog", "game"}, 2)
 	e.publish(evs)
+	cpu0 := processCPU()
 	raw := rawConsumeRate(t, e, len(evs))
+	rawCPU := processCPU() - cpu0
+	// JETSINK_THROUGHPUT_CPUPROFILE profiles the worker's run only, not the
+	// publishing, the reference or the read-back.
+	if path := os.Getenv("JETSINK_THROUGHPUT_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		defer pprof.StopCPUProfile()
+	}
+	cpu0 = processCPU()
 	start := time.Now()
 	w := e.start(Backoff{})
-	var fetched time.Duration
+	var first, fetched time.Duration
 	eventually(t, 90*time.Second, "backlog written", func() bool {
-		if fetched == 0 && metric(t, w.reg, "jetsink_events_received_total") == float64(len(evs)) {
+		received := metric(t, w.reg, "jetsink_events_received_total")
+		if first == 0 && received > 0 {
+			first = time.Since(start)
+		}
+		if fetched == 0 && received == float64(len(evs)) {
 			fetched = time.Since(start)
 		}
 		return metric(t, w.reg, "jetsink_events_acked_total") == float64(len(evs))
 	})
 	elapsed := time.Since(start)
-	t.Logf("all fetched after %s", fetched)
+	workerCPU := processCPU() - cpu0
+	pprof.StopCPUProfile()
+	t.Logf("first event after %s, all fetched after %s", first, fetched)
+	// CPU time of the whole test process (NATS server included) per event:
+	// less sensitive than rates to what else runs on a shared machine.
+	t.Logf("process CPU per event: %.1fµs with the worker, %.1fµs for the raw consume+ACK",
+		float64(workerCPU.Microseconds())/float64(len(evs)), float64(rawCPU.Microseconds())/float64(len(evs)))
 	w.stop(t)
 	rate := float64(len(evs)) / elapsed.Seconds()
 	t.Logf("%d events in %s: %.0f events/s (%.2fx the raw consume+ACK rate of %.0f msg/s), %v files, peak buffered %v bytes",
@@ -214,6 +248,15 @@ func TestReadinessAndConsumerCreation(t *testing.T) {
 // the same server and machine: the same number of goroutines pulling from
 // a fresh consumer and ACKing each message at once, doing nothing else
 // (what `nats bench js consume` measures).
+// processCPU is the user+system CPU time this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 func rawConsumeRate(t *testing.T, e *env, n int) float64 {
 	t.Helper()
 	c, err := e.js.CreateConsumer(t.Context(), testStream, jetstream.ConsumerConfig{Durable: "raw", AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: -1})
