@@ -288,13 +288,13 @@ func (d *demo) progress(ctx context.Context, publishing bool) (*jetsinkv1.Wareho
 	var lag uint64
 	var ackPending int64
 	if c := sink.Status.Consumer; c != nil {
-		lag, ackPending = c.NumPending, c.NumAckPending
+		lag, ackPending = c.Lag, c.NumAckPending
 	}
 	state := "publishing"
 	if !publishing {
 		state = "draining"
 	}
-	fmt.Printf("\n   [t+%s] %s: published %d good + %d poison | lag %d, in open batches (awaiting ACK) %d | objects %d | rows %d | dead-lettered %d\n",
+	fmt.Printf("\n   [t+%s] %s: published %d good + %d poison | lag %d (of which in open batches, awaiting ACK: %d) | objects %d | rows %d | dead-lettered %d\n",
 		time.Since(d.start).Round(time.Second), state, d.published, d.poisoned, lag, ackPending, len(d.rows), d.totalRows(), d.deadLettered)
 	out, err := d.stack.Kubectl(ctx, nil, "get", "sinks", "-n", namespace)
 	if err == nil {

@@ -41,7 +41,7 @@ func TestEveryEventWrittenOnce(t *testing.T) {
 
 	eventually(t, 20*time.Second, "kubectl get sinks: Available, lag 0", func() (bool, string) {
 		out, err := kubectl(t, "get", "sinks", "-n", e.ns, "--no-headers",
-			"-o", "custom-columns=READY:.status.readyReplicas,LAG:.status.consumer.numPending,STATUS:.status.conditions[?(@.type==\"Ready\")].status")
+			"-o", "custom-columns=READY:.status.readyReplicas,LAG:.status.consumer.lag,STATUS:.status.conditions[?(@.type==\"Ready\")].status")
 		return err == nil && strings.Fields(out) != nil && strings.Join(strings.Fields(out), " ") == "2 0 True", out
 	})
 	out, _ := kubectl(t, "get", "sinks", "-n", e.ns)
