@@ -21,6 +21,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	"github.com/jetsink/jetsink/hack/localstack/stack"
+	"github.com/jetsink/jetsink/internal/reporoot"
 )
 
 func main() {
@@ -78,7 +79,7 @@ Press Ctrl-C to stop everything.
 }
 
 func binDir() string {
-	root, err := stack.RepoRoot()
+	root, err := reporoot.Find()
 	if err != nil {
 		return "bin"
 	}

@@ -40,6 +40,7 @@ import (
 
 	jetsinkv1 "github.com/jetsink/jetsink/api/v1alpha1"
 	"github.com/jetsink/jetsink/hack/localstack/stack"
+	"github.com/jetsink/jetsink/internal/reporoot"
 	"github.com/jetsink/jetsink/sinkworker"
 )
 
@@ -56,7 +57,7 @@ func TestMain(m *testing.M) {
 
 func run(m *testing.M) int {
 	flag.Parse()
-	root, err := stack.RepoRoot()
+	root, err := reporoot.Find()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1

@@ -14,7 +14,7 @@ import (
 
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/jetsink/jetsink/hack/localstack/stack"
+	"github.com/jetsink/jetsink/internal/reporoot"
 )
 
 // The localstack command prints how to reach its stack, the kubeconfig it
@@ -22,7 +22,7 @@ import (
 // Ready, and Ctrl-C stops everything: afterwards nothing listens on the API
 // server's, NATS's or S3's port any more.
 func TestLocalstackCommandStopsEverything(t *testing.T) {
-	root, err := stack.RepoRoot()
+	root, err := reporoot.Find()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,6 +23,7 @@ import (
 	jetsinkv1 "github.com/jetsink/jetsink/api/v1alpha1"
 	"github.com/jetsink/jetsink/hack/localstack/podrunner"
 	"github.com/jetsink/jetsink/hack/localstack/stack"
+	"github.com/jetsink/jetsink/internal/reporoot"
 )
 
 // The runner keeps the kubelet's contract with a process that ignores
@@ -31,7 +32,7 @@ import (
 // Deployment's status and garbage-collects the children of a deleted sink.
 // No operator runs here: the test writes the Deployment itself.
 func TestRunnerKeepsTheKubeletContract(t *testing.T) {
-	root, err := stack.RepoRoot()
+	root, err := reporoot.Find()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -44,6 +44,7 @@ import (
 
 	jetsinkv1 "github.com/jetsink/jetsink/api/v1alpha1"
 	"github.com/jetsink/jetsink/hack/localstack/podrunner"
+	"github.com/jetsink/jetsink/internal/reporoot"
 )
 
 // Credentials of versitygw's root account; the stack's S3 Secret holds them.
@@ -110,7 +111,7 @@ func Scheme() *runtime.Scheme {
 func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 	logf.SetLogger(logr.Discard()) // envtest logs only to say it started
 	if opts.RepoRoot == "" {
-		if opts.RepoRoot, err = RepoRoot(); err != nil {
+		if opts.RepoRoot, err = reporoot.Find(); err != nil {
 			return nil, err
 		}
 	}
@@ -465,24 +466,6 @@ func FreePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// RepoRoot walks up from the working directory to the directory holding go.mod.
-func RepoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("localstack: no go.mod above the working directory")
-		}
-		dir = parent
-	}
 }
 
 // Logger is a slog logger for the stack's own components.

@@ -11,7 +11,6 @@ package s3test
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -26,6 +25,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/jetsink/jetsink/internal/reporoot"
 )
 
 // Credentials of the gateway's root account.
@@ -52,7 +53,7 @@ func Binary(t testing.TB) string {
 	if p := os.Getenv("JETSINK_VERSITYGW"); p != "" {
 		return p
 	}
-	root, err := RepoRoot()
+	root, err := reporoot.Find()
 	if err != nil {
 		t.Fatalf("s3test: %v", err)
 	}
@@ -61,24 +62,6 @@ func Binary(t testing.TB) string {
 		t.Fatalf("s3test: versitygw not found at %s: run `make test` or `./hack/tools/install.sh versitygw` first (or set JETSINK_VERSITYGW)", p)
 	}
 	return p
-}
-
-// RepoRoot walks up from the working directory to the directory holding go.mod.
-func RepoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod above the working directory")
-		}
-		dir = parent
-	}
 }
 
 // Start runs versitygw until the test ends.
@@ -221,3 +204,6 @@ func ctx(t testing.TB) context.Context {
 
 // String describes the server for test logs.
 func (s *Server) String() string { return fmt.Sprintf("versitygw at %s (dir %s)", s.URL, s.Dir) }
+
+// RepoRoot is reporoot.Find, for callers of this package.
+func RepoRoot() (string, error) { return reporoot.Find() }
