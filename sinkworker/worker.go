@@ -75,7 +75,7 @@ func New(cfg config.Config, opts Options) (*Worker, error) {
 	}
 	w.metrics = newMetrics(w.reg, func() *batcher { return w.batcher }, cfg.MaxBufferedBytes, ownRegistry)
 	w.batcher = newBatcher(cfg, w.metrics)
-	enc, err := newEncoder(cfg.Compression)
+	enc, err := newEncoder(cfg.Compression, cfg.Workers)
 	if err != nil {
 		return nil, fmt.Errorf("%sCOMPRESSION: %w", config.EnvPrefix, err)
 	}

@@ -58,7 +58,7 @@ func TestWritesEveryEventOnceInItsPartition(t *testing.T) {
 // The files carry the documented schema: microsecond UTC timestamps that
 // query engines read as instants, JSON strings, and provenance columns.
 func TestParquetSchema(t *testing.T) {
-	enc, err := newEncoder("zstd")
+	enc, err := newEncoder("zstd", 1)
 	if err != nil {
 		t.Fatal(err)
 	}
