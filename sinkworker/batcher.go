@@ -72,9 +72,13 @@ type batcher struct {
 	bucketSize  int64 // seconds
 	metrics     *metrics
 
-	mu       sync.Mutex
-	cond     *sync.Cond // broadcast on: batch ready, bytes released, state change
-	open     map[partitionKey]*batch
+	mu   sync.Mutex
+	cond *sync.Cond // broadcast on: batch ready, bytes released, state change
+	open map[partitionKey]*batch
+	// sizeHint is how many events a partition's last batch held when it
+	// was cut: its next batch starts with that capacity instead of growing
+	// there by doubling (copying and clearing up to twice its rows).
+	sizeHint map[partitionKey]int
 	ready    []*batch
 	inflight map[*batch]struct{}
 	// openBytes counts open batches; buffered counts everything held.
@@ -95,6 +99,7 @@ func newBatcher(cfg config.Config, m *metrics) *batcher {
 		bucketSize: 3600,
 		metrics:    m,
 		open:       map[partitionKey]*batch{},
+		sizeHint:   map[partitionKey]int{},
 		inflight:   map[*batch]struct{}{},
 	}
 	if cfg.TimeGranularity == config.GranularityDay {
@@ -127,10 +132,15 @@ func (b *batcher) add(row *Row, m trackedMsg, size int64, now time.Time) bool {
 	key := partitionKey{app: row.AppID, bucket: row.Timestamp.Unix() - row.Timestamp.Unix()%b.bucketSize}
 	bt := b.open[key]
 	if bt == nil {
+		n := min(b.maxEvents, 256)
+		if h, ok := b.sizeHint[key]; ok {
+			delete(b.sizeHint, key)
+			n = max(n, min(h, b.maxEvents))
+		}
 		bt = &batch{
 			key:    key,
-			rows:   make([]Row, 0, min(b.maxEvents, 256)),
-			msgs:   make([]trackedMsg, 0, min(b.maxEvents, 256)),
+			rows:   make([]Row, 0, n),
+			msgs:   make([]trackedMsg, 0, n),
 			opened: now,
 			leased: now,
 		}
@@ -169,6 +179,12 @@ func (b *batcher) cut(bt *batch, reason string) {
 	delete(b.open, bt.key)
 	b.openBytes -= bt.bytes
 	bt.reason = reason
+	// Hints of partitions that never reopen (past hours) are dropped
+	// wholesale once they are many.
+	if len(b.sizeHint) >= 4096 {
+		clear(b.sizeHint)
+	}
+	b.sizeHint[bt.key] = len(bt.rows)
 	b.ready = append(b.ready, bt)
 	b.metrics.flushes.WithLabelValues(reason).Inc()
 	b.cond.Broadcast()

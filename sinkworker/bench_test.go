@@ -5,6 +5,10 @@ import (
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/jetsink/jetsink/sinkworker/config"
 )
 
 // reportCPU adds cpu-ns/op: the process's CPU time per operation, which a
@@ -108,4 +112,45 @@ func BenchmarkEncodeAfterGC(b *testing.B) {
 		cpu += processCPU() - start
 	}
 	b.ReportMetric(float64(cpu)/float64(b.N), "cpu-ns/op")
+}
+
+// BenchmarkBatcherAdd is the fetchers' per-event cost in the batcher:
+// events of 6 partitions into batches of 10,000, taken and released as the
+// flushers do.
+func BenchmarkBatcherAdd(b *testing.B) {
+	cfg := config.Default()
+	cfg.MaxBufferedBytes = 1 << 40
+	b.ReportAllocs()
+	m := newMetrics(prometheus.NewRegistry(), nil, cfg.MaxBufferedBytes, false)
+	bt := newBatcher(cfg, m)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			x, ok := bt.next()
+			if !ok {
+				return
+			}
+			bt.release(x)
+		}
+	}()
+	var d decoder
+	base := time.Date(2026, 3, 14, 0, 0, 0, 0, time.UTC)
+	rows := make([]Row, 6)
+	for i := range rows {
+		ev := testEvent{ID: "ev-1", App: []string{"shop", "blog", "game"}[i%3], TS: base.Add(time.Duration(i%2) * time.Hour)}
+		if err := d.decode(ev.body(i), &rows[i]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	now := time.Now()
+	i := 0
+	cpu := processCPU()
+	for b.Loop() {
+		bt.add(&rows[i%len(rows)], trackedMsg{seq: uint64(i)}, 500, now)
+		i++
+	}
+	reportCPU(b, cpu)
+	bt.close()
+	<-done
 }
