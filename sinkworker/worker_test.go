@@ -159,8 +159,18 @@ func TestThroughput(t *testing.T) {
 	start := time.Now()
 	w := e.start(Backoff{})
 	var first, fetched time.Duration
+	trace := os.Getenv("JETSINK_THROUGHPUT_TRACE") != ""
+	lastTrace, lastCPU := time.Now(), processCPU()
 	eventually(t, 90*time.Second, "backlog written", func() bool {
 		received := metric(t, w.reg, "jetsink_events_received_total")
+		if trace && time.Since(lastTrace) >= 100*time.Millisecond {
+			cpu := processCPU()
+			_, buffered, _ := w.batcher.stats()
+			t.Logf("%6s received %6.0f acked %6.0f files %3.0f buffered %8d cpu %3.0f%%", time.Since(start).Round(time.Millisecond), received,
+				metric(t, w.reg, "jetsink_events_acked_total"), metric(t, w.reg, "jetsink_files_written_total"), buffered,
+				100*float64(cpu-lastCPU)/float64(time.Since(lastTrace)))
+			lastTrace, lastCPU = time.Now(), cpu
+		}
 		if first == 0 && received > 0 {
 			first = time.Since(start)
 		}
