@@ -152,7 +152,7 @@ var stages = []struct{ name, re string }{
 	{"new parquet writers (pool misses)", `^github\.com/parquet-go/parquet-go\.NewGenericWriter`},
 	{"allocation (mallocgc)", `^runtime\.mallocgc$`},
 	{"msg metadata (reply parse)", `^github\.com/nats-io/nats\.go/jetstream\.\(\*jetStreamMsg\)\.Metadata$`},
-	{"decode (encoding/json)", `^encoding/json\.Unmarshal$`},
+	{"decode (sinkworker decoder)", `^github\.com/jetsink/jetsink/sinkworker\.\(\*decoder\)\.decode$`},
 	{"batch (batcher.add)", `^github\.com/jetsink/jetsink/sinkworker\.\(\*batcher\)\.add$`},
 	{"encode (parquet-go)", `^github\.com/jetsink/jetsink/sinkworker\.\(\*encoder\)\.encode$`},
 	{"upload (S3 PutObject)", `^github\.com/jetsink/jetsink/sinkworker\.\(\*uploader\)\.put$`},
