@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -101,7 +102,7 @@ func (r *WarehouseSinkReconciler) reconcile(ctx context.Context, sink *jetsinkv1
 	}
 
 	want := cfg.ConsumerConfig()
-	want.MaxAckPending = workload.MaxAckPending(sink, cfg.AckPendingPerProcess())
+	want.MaxAckPending = workload.MaxAckPending(sink, cfg)
 	info, err := r.consumers.ensure(ctx, cfg, want)
 	if err != nil {
 		return ctrl.Result{}, err
@@ -206,8 +207,11 @@ func (r *WarehouseSinkReconciler) applyOwned(ctx context.Context, sink *jetsinkv
 		}
 		log.Info("Created "+kind, "name", desired.GetName())
 		r.Recorder.Eventf(sink, desired, corev1.EventTypeNormal, "Created", "Create", "Created %s %s", kind, desired.GetName())
-		// Read back what the server stored, for the status.
-		return r.Get(ctx, client.ObjectKeyFromObject(desired), live)
+		// Create filled desired with what the server stored. Reading it back
+		// from the cache instead would race the informer and fail whenever
+		// many sinks are created at once.
+		reflect.ValueOf(live).Elem().Set(reflect.ValueOf(desired).Elem())
+		return nil
 	}
 	if err != nil {
 		return err

@@ -95,14 +95,15 @@ func WorkerConfig(sink *jetsinkv1.WarehouseSink) config.Config {
 }
 
 // MaxAckPending is the consumer's limit for the whole sink: the per-pod
-// limit (config.AckPendingPerProcess) times the replicas (at least one, so a sink scaled to zero keeps a
-// usable consumer).
-func MaxAckPending(sink *jetsinkv1.WarehouseSink, perPod int) int {
+// limit (cfg.AckPendingPerProcess) times the replicas (at least one, so a
+// sink scaled to zero keeps a usable consumer).
+func MaxAckPending(sink *jetsinkv1.WarehouseSink, cfg config.Config) int {
+	perPod := int64(cfg.AckPendingPerProcess())
 	replicas := int64(1)
 	if sink.Spec.Replicas != nil && *sink.Spec.Replicas > 1 {
 		replicas = int64(*sink.Spec.Replicas)
 	}
-	return int(min(replicas*int64(perPod), math.MaxInt32))
+	return int(min(replicas*perPod, math.MaxInt32))
 }
 
 func setIf[T comparable](dst *T, v T) {

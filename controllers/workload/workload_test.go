@@ -212,11 +212,11 @@ func TestMaxAckPendingCoversEveryPod(t *testing.T) {
 	if want := (128<<20)/128 + 3*250; per != want {
 		t.Errorf("per pod: %d, want the 128Mi buffer cap in 128-byte events plus a fetch per worker, %d", per, want)
 	}
-	if got := MaxAckPending(s, per); got != 2*per {
+	if got := MaxAckPending(s, WorkerConfig(s)); got != 2*per {
 		t.Errorf("2 replicas: %d, want %d", got, 2*per)
 	}
 	s.Spec.Replicas = ptr.To[int32](0)
-	if got := MaxAckPending(s, per); got != per {
+	if got := MaxAckPending(s, WorkerConfig(s)); got != per {
 		t.Errorf("scaled to zero: %d, want one pod's %d", got, per)
 	}
 }

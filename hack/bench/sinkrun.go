@@ -118,7 +118,7 @@ func (s *stack) workerConfig(run sinkRun) (config.Config, jetstream.ConsumerConf
 	}
 	cfg := workload.WorkerConfig(sink)
 	want := cfg.ConsumerConfig()
-	want.MaxAckPending = workload.MaxAckPending(sink, cfg.AckPendingPerProcess())
+	want.MaxAckPending = workload.MaxAckPending(sink, cfg)
 	return cfg, want
 }
 
