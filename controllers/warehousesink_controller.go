@@ -47,6 +47,10 @@ type WarehouseSinkReconciler struct {
 	WorkerImage string
 	// StatusRefresh is how often a healthy sink's consumer lag is re-read.
 	StatusRefresh time.Duration
+	// Concurrency is how many sinks are reconciled at once. A reconcile
+	// mostly waits on NATS and S3, so more than one keeps a large fleet
+	// converging quickly; each sink is still reconciled by one at a time.
+	Concurrency int
 
 	consumers consumers
 }

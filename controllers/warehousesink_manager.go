@@ -39,6 +39,7 @@ func (r *WarehouseSinkReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// demand through the APIReader.
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.sinksUsingSecret), builder.OnlyMetadata).
 		WithOptions(controller.Options{
+			MaxConcurrentReconciles: max(r.Concurrency, 1),
 			// Retries of transient failures (NATS down) back off from 1s to
 			// a minute, never a hot loop and never longer than a minute.
 			RateLimiter: workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](time.Second, time.Minute),

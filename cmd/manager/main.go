@@ -26,13 +26,15 @@ func main() {
 		metricsAddr, probeAddr, workerImage, namespaces string
 		leaderElect                                     bool
 		statusRefresh                                   time.Duration
+		concurrency                                     int
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the manager's Prometheus metrics endpoint; 0 disables it.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints.")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader so that only one of several manager replicas reconciles.")
 	flag.StringVar(&workerImage, "worker-image", envOr("JETSINK_WORKER_IMAGE", "ghcr.io/jetsink/jetsink:latest"), "Image of the sink workers, for sinks that name none.")
 	flag.StringVar(&namespaces, "namespaces", "", "Comma-separated namespaces to watch; empty watches all.")
-	flag.DurationVar(&statusRefresh, "status-refresh", 30*time.Second, "How often a sink's consumer lag is re-read into its status.")
+	flag.DurationVar(&statusRefresh, "status-refresh", 30*time.Second, "How often a healthy sink's consumer lag is re-read into its status (a requeue per sink); 0 turns the refresh off.")
+	flag.IntVar(&concurrency, "max-concurrent-reconciles", 4, "How many sinks are reconciled at once.")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -68,6 +70,7 @@ func main() {
 		Recorder:      mgr.GetEventRecorder("jetsink"),
 		WorkerImage:   workerImage,
 		StatusRefresh: statusRefresh,
+		Concurrency:   concurrency,
 	}).SetupWithManager(mgr); err != nil {
 		log.Error(err, "Failed to set up the controller")
 		os.Exit(1)
