@@ -43,6 +43,15 @@ func eventually(t *testing.T, timeout time.Duration, check func() error) {
 	}
 }
 
+// withStream gives a test its own namespace and a JetStream server holding
+// the EVENTS stream.
+func withStream(t *testing.T) (string, *natstest.Server) {
+	t.Helper()
+	srv := natstest.Start(t)
+	srv.CreateStream(t, "EVENTS", "events.>")
+	return namespace(t), srv
+}
+
 func newSink(ns, natsURL string) *jetsinkv1.WarehouseSink {
 	return &jetsinkv1.WarehouseSink{
 		ObjectMeta: metav1.ObjectMeta{Name: "events", Namespace: ns},
@@ -145,9 +154,7 @@ func markRolledOut(t *testing.T, ns, name string) {
 }
 
 func TestSinkBecomesDeploymentServiceConsumerAndStatus(t *testing.T) {
-	ns := namespace(t)
-	srv := natstest.Start(t)
-	srv.CreateStream(t, "EVENTS", "events.>")
+	ns, srv := withStream(t)
 	s3 := s3test.Start(t)
 	s3.CreateBucket(t, "lake")
 	sink := newSink(ns, srv.ClientURL())
@@ -246,9 +253,7 @@ func TestSinkBecomesDeploymentServiceConsumerAndStatus(t *testing.T) {
 }
 
 func TestScalingAndShutdownTimeoutFollowTheSink(t *testing.T) {
-	ns := namespace(t)
-	srv := natstest.Start(t)
-	srv.CreateStream(t, "EVENTS", "events.>")
+	ns, srv := withStream(t)
 	sink := newSink(ns, srv.ClientURL())
 	mustCreate(t, sink)
 	deploymentReplicas := func(want int32) {
@@ -307,9 +312,7 @@ func TestScalingAndShutdownTimeoutFollowTheSink(t *testing.T) {
 }
 
 func TestMissingSecretIsReportedThenResolved(t *testing.T) {
-	ns := namespace(t)
-	srv := natstest.Start(t)
-	srv.CreateStream(t, "EVENTS", "events.>")
+	ns, srv := withStream(t)
 	s3 := s3test.Start(t)
 	s3.CreateBucket(t, "lake")
 	sink := newSink(ns, srv.ClientURL())
@@ -345,9 +348,7 @@ func TestMissingSecretIsReportedThenResolved(t *testing.T) {
 }
 
 func TestWrongS3CredentialsAreReported(t *testing.T) {
-	ns := namespace(t)
-	srv := natstest.Start(t)
-	srv.CreateStream(t, "EVENTS", "events.>")
+	ns, srv := withStream(t)
 	s3 := s3test.Start(t)
 	s3.CreateBucket(t, "lake")
 	sink := newSink(ns, srv.ClientURL())
@@ -405,9 +406,7 @@ func TestUnreachableNATSAndMissingStreamAreReported(t *testing.T) {
 }
 
 func TestObjectNotOwnedIsLeftAloneAndReported(t *testing.T) {
-	ns := namespace(t)
-	srv := natstest.Start(t)
-	srv.CreateStream(t, "EVENTS", "events.>")
+	ns, srv := withStream(t)
 	theirs := &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Name: "events", Namespace: ns, Labels: map[string]string{"owner": "someone-else"}},
 		Spec: appsv1.DeploymentSpec{
@@ -434,9 +433,7 @@ func TestObjectNotOwnedIsLeftAloneAndReported(t *testing.T) {
 func TestDeletionPolicy(t *testing.T) {
 	for _, policy := range []jetsinkv1.ConsumerDeletionPolicy{jetsinkv1.ConsumerDelete, jetsinkv1.ConsumerRetain} {
 		t.Run(string(policy), func(t *testing.T) {
-			ns := namespace(t)
-			srv := natstest.Start(t)
-			srv.CreateStream(t, "EVENTS", "events.>")
+			ns, srv := withStream(t)
 			_, js := srv.JetStream(t)
 			sink := newSink(ns, srv.ClientURL())
 			sink.Spec.Source.ConsumerDeletionPolicy = policy
