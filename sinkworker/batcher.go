@@ -20,6 +20,10 @@ const (
 	// delivers nothing more until something is ACKed; waiting for the other
 	// triggers would stall the sink until BatchMaxAge.
 	flushAckPending = "ack_pending"
+	// flushCaughtUp: the consumer has nothing more to deliver and the
+	// partition's hour (or day) is over, so no event is coming to fill its
+	// batch: a finished backlog is written now, not BatchMaxAge later.
+	flushCaughtUp = "caught_up"
 )
 
 // eventOverhead approximates what a buffered event costs beyond its body:
@@ -83,8 +87,9 @@ type batcher struct {
 	inflight map[*batch]struct{}
 	// openBytes counts open batches; buffered counts everything held.
 	openBytes, buffered, peak int64
-	closed                    bool // no more events; flushers exit when ready is empty
-	aborted                   bool // shutdown deadline passed: hand nothing out
+	lastAdd                   time.Time // when the last event was added
+	closed                    bool      // no more events; flushers exit when ready is empty
+	aborted                   bool      // shutdown deadline passed: hand nothing out
 }
 
 func newBatcher(cfg config.Config, m *metrics) *batcher {
@@ -146,6 +151,7 @@ func (b *batcher) add(row *Row, m trackedMsg, size int64, now time.Time) bool {
 		}
 		b.open[key] = bt
 	}
+	b.lastAdd = now
 	bt.rows = append(bt.rows, *row)
 	// One app_id string per partition instead of one per event: less to
 	// hold and to scan for the garbage collector while the batch waits.
@@ -277,6 +283,27 @@ func (b *batcher) cutAll(reason string) int {
 	n := len(b.open)
 	for _, bt := range b.open {
 		b.cut(bt, reason)
+	}
+	return n
+}
+
+// cutClosed cuts the open batches of partitions whose hour (or day) ended
+// before now, provided no event at all was added for quiet: the caller has
+// seen the consumer caught up, and quiet makes sure the events it had
+// already fetched are in their batches. Batches of the current hour keep
+// waiting for more events, so a live stream still makes full files.
+func (b *batcher) cutClosed(now time.Time, quiet time.Duration) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if now.Sub(b.lastAdd) < quiet {
+		return 0
+	}
+	n := 0
+	for _, bt := range b.open {
+		if bt.key.bucket+b.bucketSize <= now.Unix() {
+			b.cut(bt, flushCaughtUp)
+			n++
+		}
 	}
 	return n
 }

@@ -51,3 +51,29 @@ func TestBatchCapacityFollowsThePartitionsLastBatch(t *testing.T) {
 		t.Errorf("%d size hints kept", len(b.sizeHint))
 	}
 }
+
+// Once the consumer is caught up, the batches of past hours are cut, but
+// only after no event arrived for the quiet period; the current hour's
+// batch keeps waiting for more events.
+func TestCutClosedWritesPastHoursOnceQuiet(t *testing.T) {
+	cfg := config.Default()
+	b := newBatcher(cfg, newMetrics(prometheus.NewRegistry(), nil, cfg.MaxBufferedBytes, false))
+	now := time.Date(2026, 3, 14, 10, 30, 0, 0, time.UTC)
+	past := Row{AppID: "shop", Timestamp: now.Add(-time.Hour)}
+	current := Row{AppID: "shop", Timestamp: now}
+	b.add(&past, trackedMsg{seq: 1}, 100, now)
+	b.add(&current, trackedMsg{seq: 2}, 100, now)
+
+	if n := b.cutClosed(now.Add(500*time.Millisecond), time.Second); n != 0 {
+		t.Fatalf("cut %d batches while events were still arriving", n)
+	}
+	if n := b.cutClosed(now.Add(time.Second), time.Second); n != 1 {
+		t.Fatalf("cut %d batches after a quiet second, want the past hour's 1", n)
+	}
+	if len(b.ready) != 1 || b.ready[0].key.bucket != now.Add(-time.Hour).Truncate(time.Hour).Unix() || b.ready[0].reason != flushCaughtUp {
+		t.Fatalf("ready = %+v, want the past hour's batch cut as caught_up", b.ready)
+	}
+	if len(b.open) != 1 {
+		t.Errorf("%d open batches, want the current hour's still open", len(b.open))
+	}
+}

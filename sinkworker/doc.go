@@ -17,7 +17,9 @@
 //	  - The batcher groups events by partition (app_id + the hour or day of the
 //	    event's timestamp). A partition's open batch is cut on
 //	    BatchMaxEvents, BatchMaxBytes or BatchMaxAge, when the process-wide
-//	    MaxBufferedBytes cap is hit (largest partitions first) and on shutdown.
+//	    MaxBufferedBytes cap is hit (largest partitions first), when the
+//	    consumer reaches MaxAckPending, when the consumer is caught up and the
+//	    partition's hour is over (the end of a backlog), and on shutdown.
 //	    When the cap is reached the fetchers block, which is what bounds memory
 //	    under any backlog. It also keeps waiting messages leased (InProgress)
 //	    so JetStream does not redeliver them behind the worker's back.

@@ -160,7 +160,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	stopTick := make(chan struct{})
 	var ticker sync.WaitGroup
 	ticker.Go(func() { w.tickLoop(stopTick) })
-	ticker.Go(func() { w.watchAckPending(stopTick, cons) })
+	ticker.Go(func() { w.watchConsumer(stopTick, cons) })
 
 	var fetchers sync.WaitGroup
 	var iters []jetstream.MessagesContext
@@ -313,16 +313,20 @@ func (w *Worker) tickLoop(stop <-chan struct{}) {
 	}
 }
 
-// ackPendingEvery is how often the consumer's ACK-pending count is checked.
-const ackPendingEvery = time.Second
+// watchConsumerEvery is how often the consumer's counters are read.
+const watchConsumerEvery = time.Second
 
-// watchAckPending cuts every open batch when the consumer has as many
-// unacknowledged messages as its MaxAckPending allows: JetStream then
-// delivers nothing more to any worker until something is ACKed, and the
-// open batches would otherwise wait for BatchMaxAge. Every worker sees the
-// same count and cuts its own batches.
-func (w *Worker) watchAckPending(stop <-chan struct{}, cons jetstream.Consumer) {
-	t := time.NewTicker(ackPendingEvery)
+// watchConsumer reads the consumer's counters every second and cuts open
+// batches that nothing more will fill:
+//   - every open batch, when the consumer has as many unacknowledged
+//     messages as its MaxAckPending allows: JetStream then delivers nothing
+//     more to any worker until something is ACKed, and the open batches
+//     would otherwise wait for BatchMaxAge. Every worker sees the same
+//     count and cuts its own batches.
+//   - the batches of past hours, when the consumer has nothing pending and
+//     this worker received nothing for a second: the end of a backlog.
+func (w *Worker) watchConsumer(stop <-chan struct{}, cons jetstream.Consumer) {
+	t := time.NewTicker(watchConsumerEvery)
 	defer t.Stop()
 	for {
 		select {
@@ -330,7 +334,7 @@ func (w *Worker) watchAckPending(stop <-chan struct{}, cons jetstream.Consumer) 
 			return
 		case <-t.C:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), ackPendingEvery)
+		ctx, cancel := context.WithTimeout(context.Background(), watchConsumerEvery)
 		info, err := cons.Info(ctx)
 		cancel()
 		if err != nil {
@@ -339,6 +343,12 @@ func (w *Worker) watchAckPending(stop <-chan struct{}, cons jetstream.Consumer) 
 		if limit := info.Config.MaxAckPending; limit > 0 && info.NumAckPending >= limit {
 			if n := w.batcher.cutAll(flushAckPending); n > 0 {
 				w.log.Info("Consumer reached MaxAckPending; writing open batches early", "max_ack_pending", limit, "batches", n)
+			}
+			continue
+		}
+		if info.NumPending == 0 {
+			if n := w.batcher.cutClosed(time.Now(), watchConsumerEvery); n > 0 {
+				w.log.Debug("Consumer caught up; writing the batches of past hours", "batches", n)
 			}
 		}
 	}

@@ -62,7 +62,7 @@ func workerStats(reg *prometheus.Registry) string {
 		}
 	}
 	var cuts []string
-	for _, r := range []string{"max_events", "max_bytes", "max_age", "memory", "shutdown"} {
+	for _, r := range []string{"max_events", "max_bytes", "max_age", "memory", "ack_pending", "caught_up", "shutdown"} {
 		if reasons[r] > 0 {
 			cuts = append(cuts, fmt.Sprintf("%s %.0f", r, reasons[r]))
 		}
