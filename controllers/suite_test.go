@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -19,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	jetsinkv1 "github.com/jetsink/jetsink/api/v1alpha1"
 )
@@ -26,6 +29,33 @@ import (
 // k8s is a client of the envtest API server shared by the package's tests;
 // the manager running the reconciler is started once, in TestMain.
 var k8s client.Client
+
+// reconciles counts the manager's reconciles per sink. Tests share the
+// manager and run side by side, so the controller-wide metric cannot tell
+// whose reconciles it counted.
+var reconciles = &reconcileCounter{counts: map[types.NamespacedName]int{}}
+
+// statusRefresh is the manager's StatusRefresh in the tests.
+const statusRefresh = time.Second
+
+type reconcileCounter struct {
+	next   reconcile.Reconciler
+	mu     sync.Mutex
+	counts map[types.NamespacedName]int
+}
+
+func (c *reconcileCounter) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	c.mu.Lock()
+	c.counts[req.NamespacedName]++
+	c.mu.Unlock()
+	return c.next.Reconcile(ctx, req)
+}
+
+func (c *reconcileCounter) of(key types.NamespacedName) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.counts[key]
+}
 
 func TestMain(m *testing.M) {
 	os.Exit(runSuite(m))
@@ -66,13 +96,15 @@ func runSuite(m *testing.M) int {
 	if err != nil {
 		panic(err)
 	}
-	if err := (&WarehouseSinkReconciler{
+	r := &WarehouseSinkReconciler{
 		Client:        mgr.GetClient(),
 		APIReader:     mgr.GetAPIReader(),
 		Recorder:      mgr.GetEventRecorder("jetsink"),
 		WorkerImage:   "jetsink:test",
-		StatusRefresh: time.Second,
-	}).SetupWithManager(mgr); err != nil {
+		StatusRefresh: statusRefresh,
+	}
+	reconciles.next = r
+	if err := r.setupWithManager(mgr, reconciles); err != nil {
 		panic(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -4,6 +4,13 @@
 // workload package) and writes the status once, at the end. Problems the
 // user must fix become a Degraded condition and an Event; the children are
 // then left as they were, never half-updated.
+//
+// A converged sink is not reconciled again until something it depends on
+// changes. Its lag (status.consumer) is kept current by the lag refresher
+// instead: once a reconcile has put the consumer in place it hands the sink
+// over, and the refresher reads all followed consumers in one batch per
+// interval and patches only the statuses that moved. A consumer it cannot
+// read goes back to the reconciler, which reports why.
 package controllers
 
 import (
@@ -45,7 +52,9 @@ type WarehouseSinkReconciler struct {
 	Recorder  events.EventRecorder
 	// WorkerImage runs the workers of sinks that name no image.
 	WorkerImage string
-	// StatusRefresh is how often a healthy sink's consumer lag is re-read.
+	// StatusRefresh is how often the consumer lag of every healthy sink is
+	// re-read into its status, in one batched loop (lagRefresher) rather
+	// than a requeue per sink; 0 turns the refresh off.
 	StatusRefresh time.Duration
 	// Concurrency is how many sinks are reconciled at once. A reconcile
 	// mostly waits on NATS and S3, so more than one keeps a large fleet
@@ -53,6 +62,7 @@ type WarehouseSinkReconciler struct {
 	Concurrency int
 
 	consumers consumers
+	lag       *lagRefresher // nil when StatusRefresh is 0
 }
 
 // +kubebuilder:rbac:groups=jetsink.dev,resources=warehousesinks,verbs=get;list;watch;update;patch
@@ -67,9 +77,13 @@ type WarehouseSinkReconciler struct {
 func (r *WarehouseSinkReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
 	sink := &jetsinkv1.WarehouseSink{}
 	if err := r.Get(ctx, req.NamespacedName, sink); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.lag.untrack(req.NamespacedName)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !sink.DeletionTimestamp.IsZero() {
+		r.lag.untrack(req.NamespacedName)
 		return ctrl.Result{}, r.finalize(ctx, sink)
 	}
 	if err := r.syncFinalizer(ctx, sink); err != nil {
@@ -100,8 +114,10 @@ func (r *WarehouseSinkReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 // reconcile does the work; a *problem error is one the user must fix.
 func (r *WarehouseSinkReconciler) reconcile(ctx context.Context, sink *jetsinkv1.WarehouseSink) (ctrl.Result, error) {
 	log := ctrl.LoggerFrom(ctx)
+	key := client.ObjectKeyFromObject(sink)
 	creds, cfg, err := r.credentials(ctx, sink)
 	if err != nil {
+		r.lag.untrack(key) // its credentials may be stale
 		return ctrl.Result{}, err
 	}
 
@@ -109,14 +125,15 @@ func (r *WarehouseSinkReconciler) reconcile(ctx context.Context, sink *jetsinkv1
 	want.MaxAckPending = workload.MaxAckPending(sink, cfg)
 	info, err := r.consumers.ensure(ctx, cfg, want)
 	if err != nil {
+		r.lag.untrack(key)
 		return ctrl.Result{}, err
 	}
-	sink.Status.Consumer = &jetsinkv1.ConsumerStatus{
-		Lag:            info.NumPending + uint64(max(info.NumAckPending, 0)),
-		NumPending:     info.NumPending,
-		NumAckPending:  int64(info.NumAckPending),
-		NumRedelivered: int64(info.NumRedelivered),
-	}
+	sink.Status.Consumer = consumerStatus(info)
+	// From here on the refresher keeps the lag current, with these
+	// credentials, until the next reconcile says otherwise. Problems past
+	// this point (the Deployment, S3) leave the consumer readable, and its
+	// lag is worth showing while they last.
+	r.lag.track(key, cfg)
 
 	dep := workload.Deployment(sink, r.WorkerImage, creds)
 	live := &appsv1.Deployment{}
@@ -150,7 +167,9 @@ func (r *WarehouseSinkReconciler) reconcile(ctx context.Context, sink *jetsinkv1
 	}
 	log.V(1).Info("Reconciled sink", "replicas", sink.Status.Replicas, "ready", sink.Status.ReadyReplicas,
 		"lag", info.NumPending)
-	return ctrl.Result{RequeueAfter: r.StatusRefresh}, nil
+	// No requeue: the lag refresher keeps status.consumer current and
+	// wakes the sink should its consumer become unreadable.
+	return ctrl.Result{}, nil
 }
 
 // credentials fetches the Secrets the sink names and returns them with the

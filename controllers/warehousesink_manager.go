@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	jetsinkv1 "github.com/jetsink/jetsink/api/v1alpha1"
 )
@@ -23,13 +24,22 @@ import (
 const secretRefIndex = ".spec.secretRefs"
 
 // SetupWithManager registers the controller: sinks (on spec changes), the
-// Deployments and Services they own, and the Secrets they reference.
+// Deployments and Services they own, the Secrets they reference, and the
+// sinks the lag refresher (run by the manager too) can no longer follow.
 func (r *WarehouseSinkReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return r.setupWithManager(mgr, r)
+}
+
+// setupWithManager registers rec, which is r or, in tests, r wrapped.
+func (r *WarehouseSinkReconciler) setupWithManager(mgr ctrl.Manager, rec reconcile.Reconciler) error {
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &jetsinkv1.WarehouseSink{}, secretRefIndex,
 		func(o client.Object) []string { return secretRefs(o.(*jetsinkv1.WarehouseSink)) }); err != nil {
 		return err
 	}
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr).
+		// Status changes (the refresher's lag patches included) do not
+		// pass these predicates: a sink is reconciled when its spec or
+		// annotations change, not when its status does.
 		For(&jetsinkv1.WarehouseSink{}, builder.WithPredicates(
 			predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
 		Owns(&appsv1.Deployment{}).
@@ -44,8 +54,15 @@ func (r *WarehouseSinkReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			// a minute, never a hot loop and never longer than a minute.
 			RateLimiter: workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](time.Second, time.Minute),
 		}).
-		Named("warehousesink").
-		Complete(r)
+		Named("warehousesink")
+	if r.StatusRefresh > 0 {
+		r.lag = newLagRefresher(mgr.GetClient(), r.StatusRefresh)
+		if err := mgr.Add(r.lag); err != nil {
+			return err
+		}
+		b = b.WatchesRawSource(source.Channel(r.lag.wake, &handler.TypedEnqueueRequestForObject[*jetsinkv1.WarehouseSink]{}))
+	}
+	return b.Complete(rec)
 }
 
 func secretRefs(sink *jetsinkv1.WarehouseSink) []string {

@@ -33,7 +33,7 @@ func main() {
 	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader so that only one of several manager replicas reconciles.")
 	flag.StringVar(&workerImage, "worker-image", envOr("JETSINK_WORKER_IMAGE", "ghcr.io/jetsink/jetsink:latest"), "Image of the sink workers, for sinks that name none.")
 	flag.StringVar(&namespaces, "namespaces", "", "Comma-separated namespaces to watch; empty watches all.")
-	flag.DurationVar(&statusRefresh, "status-refresh", 30*time.Second, "How often a healthy sink's consumer lag is re-read into its status (a requeue per sink); 0 turns the refresh off.")
+	flag.DurationVar(&statusRefresh, "status-refresh", 30*time.Second, "How often the consumer lag of every healthy sink is re-read into its status, in one batch (one NATS connection per server and credentials, no reconcile); 0 turns the refresh off.")
 	flag.IntVar(&concurrency, "max-concurrent-reconciles", 4, "How many sinks are reconciled at once.")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
