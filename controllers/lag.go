@@ -115,6 +115,7 @@ func (l *lagRefresher) refresh(ctx context.Context) {
 	start := time.Now()
 	groups := map[connKey][]lagTarget{}
 	l.mu.Lock()
+	n := len(l.sinks)
 	for key, cfg := range l.sinks {
 		groups[connOf(cfg)] = append(groups[connOf(cfg)], lagTarget{key, cfg})
 	}
@@ -165,7 +166,7 @@ func (l *lagRefresher) refresh(ctx context.Context) {
 		})
 	}
 	wg.Wait()
-	log.V(1).Info("Refreshed consumer lag", "servers", len(groups), "patched", patched, "reconciling", lost,
+	log.V(1).Info("Refreshed consumer lag", "servers", len(groups), "sinks", n, "patched", patched, "reconciling", lost,
 		"took", time.Since(start).Round(time.Millisecond))
 }
 

@@ -1,10 +1,13 @@
 package controllers
 
 import (
+	"errors"
 	"fmt"
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -86,4 +89,36 @@ func TestUnreadableConsumerIsReconciled(t *testing.T) {
 	srv.Shutdown()
 	wantCondition(t, ns, "events", jetsinkv1.ConditionDegraded, metav1.ConditionTrue, jetsinkv1.ReasonNATSUnreachable)
 	wantEvent(t, ns, jetsinkv1.ReasonNATSUnreachable)
+}
+
+// A new sink is converged by one reconcile: the Deployment and Service it
+// creates do not wake it again (a fleet of new sinks would otherwise queue
+// a second, empty reconcile each), while losing one still does.
+func TestNewSinkConvergesInOneReconcile(t *testing.T) {
+	ns, srv := withStream(t)
+	mustCreate(t, newSink(ns, srv.ClientURL()))
+	wantCondition(t, ns, "events", jetsinkv1.ConditionDegraded, metav1.ConditionFalse, jetsinkv1.ReasonAsExpected)
+	if _, err := get(t, &corev1.Service{}, ns, "events-metrics"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * statusRefresh)
+	key := types.NamespacedName{Namespace: ns, Name: "events"}
+	if n := reconciles.of(key); n != 1 {
+		t.Errorf("a new sink took %d reconciles, want 1", n)
+	}
+
+	dep, err := get(t, &appsv1.Deployment{}, ns, "events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := k8s.Delete(t.Context(), dep); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, func() error {
+		d, err := get(t, &appsv1.Deployment{}, ns, "events")
+		if err == nil && d.UID == dep.UID {
+			return errors.New("the deleted Deployment is still there")
+		}
+		return err
+	})
 }

@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -42,8 +43,13 @@ func (r *WarehouseSinkReconciler) setupWithManager(mgr ctrl.Manager, rec reconci
 		// annotations change, not when its status does.
 		For(&jetsinkv1.WarehouseSink{}, builder.WithPredicates(
 			predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
-		Owns(&appsv1.Deployment{}).
-		Owns(&corev1.Service{}).
+		// A child's creation is the reconcile's own doing and it saw the
+		// result, so only later changes (the rollout's status, an edit, a
+		// deletion) wake the sink. Waking on creation too cost every new
+		// sink a second, empty reconcile that queued behind the others'
+		// first ones and kept a fleet busy well after it had converged.
+		Owns(&appsv1.Deployment{}, builder.WithPredicates(ignoreCreate)).
+		Owns(&corev1.Service{}, builder.WithPredicates(ignoreCreate)).
 		// Only the Secrets' metadata is cached: the operator must not hold
 		// every Secret of the cluster in memory. Their data is read on
 		// demand through the APIReader.
@@ -64,6 +70,9 @@ func (r *WarehouseSinkReconciler) setupWithManager(mgr ctrl.Manager, rec reconci
 	}
 	return b.Complete(rec)
 }
+
+// ignoreCreate passes every event but creation.
+var ignoreCreate = predicate.Funcs{CreateFunc: func(event.CreateEvent) bool { return false }}
 
 func secretRefs(sink *jetsinkv1.WarehouseSink) []string {
 	var names []string
