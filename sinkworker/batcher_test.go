@@ -64,10 +64,10 @@ func TestCutClosedWritesPastHoursOnceQuiet(t *testing.T) {
 	b.add(&past, trackedMsg{seq: 1}, 100, now)
 	b.add(&current, trackedMsg{seq: 2}, 100, now)
 
-	if n := b.cutClosed(now.Add(500*time.Millisecond), time.Second); n != 0 {
+	if n := b.cutPast(now.Add(500*time.Millisecond), time.Second); n != 0 {
 		t.Fatalf("cut %d batches while events were still arriving", n)
 	}
-	if n := b.cutClosed(now.Add(time.Second), time.Second); n != 1 {
+	if n := b.cutPast(now.Add(time.Second), time.Second); n != 1 {
 		t.Fatalf("cut %d batches after a quiet second, want the past hour's 1", n)
 	}
 	if len(b.ready) != 1 || b.ready[0].key.bucket != now.Add(-time.Hour).Truncate(time.Hour).Unix() || b.ready[0].reason != flushCaughtUp {
@@ -75,5 +75,39 @@ func TestCutClosedWritesPastHoursOnceQuiet(t *testing.T) {
 	}
 	if len(b.open) != 1 {
 		t.Errorf("%d open batches, want the current hour's still open", len(b.open))
+	}
+}
+
+// A past hour's batch that the stream has moved on from (a backlog in time
+// order) is cut without waiting for BatchMaxAge; one still receiving its
+// share of events is not, nor is the current hour's.
+func TestIdleBatchOfAPastHourIsCut(t *testing.T) {
+	cfg := config.Default()
+	b := newBatcher(cfg, newMetrics(prometheus.NewRegistry(), nil, cfg.MaxBufferedBytes, false))
+	now := time.Date(2026, 3, 14, 10, 30, 0, 0, time.UTC)
+	add := func(app string, ts time.Time) {
+		b.add(&Row{AppID: app, Timestamp: ts}, trackedMsg{}, 100, now)
+	}
+	sevenOClock := now.Add(-3*time.Hour - 30*time.Minute)
+	add("done", sevenOClock)
+	for range 25 {
+		add("busy", sevenOClock)
+		add("live", now)
+	}
+	b.tick(now)
+	if len(b.ready) != 0 {
+		t.Fatalf("cut %s after 50 events passed it, want none before 20 per open partition (60)", b.ready[0].key.app)
+	}
+	for range 100 {
+		add("busy", sevenOClock)
+		add("live", now)
+	}
+	b.tick(now)
+	if len(b.ready) != 0 {
+		t.Fatalf("cut %s less than idleFor after its last event", b.ready[0].key.app)
+	}
+	b.tick(now.Add(idleFor))
+	if len(b.ready) != 1 || b.ready[0].key.app != "done" || b.ready[0].reason != flushIdle {
+		t.Fatalf("ready = %+v, want only the idle past batch, cut as idle", b.ready)
 	}
 }

@@ -24,10 +24,12 @@
 //	    under any backlog. It also keeps waiting messages leased (InProgress)
 //	    so JetStream does not redeliver them behind the worker's back.
 //	  - Flusher goroutines take cut batches, encode them (encoder) and PUT them
-//	    under a deterministic key (uploader), then hand the outcome to the
-//	    acker: ACK every message of a written batch, NAK with backoff every
-//	    message of a failed one. Partitions never wait on each other, and
-//	    fetching never waits on an upload except through the memory cap.
+//	    under a deterministic key (uploader). A written batch goes to the
+//	    acker's goroutine, which ACKs every message of the batches written
+//	    meanwhile and confirms them with one flush before their memory is
+//	    released; a failed batch's messages are NAKed with backoff by the
+//	    flusher. Partitions never wait on each other, and fetching never
+//	    waits on an upload except through the memory cap.
 //
 // Worker ties these together, serves metrics and health on MetricsAddr, and
 // on shutdown stops fetching, flushes and ACKs what it can within

@@ -91,7 +91,7 @@ type decoder struct {
 //
 // The common event (no escapes or non-ASCII in the string fields, no
 // duplicate or case-folded names, valid) is decoded by fastDecode in one
-// pass without allocating beyond one copy of the body; anything else, and
+// pass without allocating: row's strings alias data. Anything else, and
 // every event that turns out to be poison, goes through decodeStd, so what
 // is poison and why is decided by encoding/json exactly as before.
 func (d *decoder) decode(data []byte, row *Row) error {

@@ -1,6 +1,8 @@
 package sinkworker
 
 import (
+	"runtime"
+	rtmetrics "runtime/metrics"
 	"strconv"
 	"strings"
 	"testing"
@@ -361,4 +363,42 @@ func TestOpenBatchIsKeptLeased(t *testing.T) {
 		t.Errorf("consumer redelivered %d events", info.NumRedelivered)
 	}
 	e.checkWritten(evs)
+}
+
+// What the batcher counts against MaxBufferedBytes is what the events
+// really hold on the heap, so the cap bounds the pod's memory: measured
+// with every event of a backlog held in open batches.
+func TestBufferedBytesMatchTheHeap(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector changes what memory holds")
+	}
+	e := newEnv(t)
+	e.cfg.BatchMaxEvents = 100000
+	e.cfg.BatchMaxAge = time.Hour
+	e.cfg.AckWait = 2 * time.Hour
+	e.cfg.Workers = 4
+	evs := makeEvents(60000, []string{"a", "b", "c", "d", "e"}, 24)
+	e.publish(evs)
+	before := liveHeap()
+	w := e.start(Backoff{})
+	eventually(t, 30*time.Second, "every event buffered", func() bool {
+		return metric(t, w.reg, "jetsink_events_received_total") == float64(len(evs))
+	})
+	grown := float64(liveHeap()) - float64(before)
+	counted := metric(t, w.reg, "jetsink_buffered_bytes")
+	// The heap growth also holds the in-process NATS server's state for
+	// 60,000 unacknowledged messages, which a real pod does not.
+	if grown > 1.2*counted || grown < 0.7*counted {
+		t.Errorf("holding %d events grew the heap by %.1f MiB, but %.1f MiB are counted against the cap",
+			len(evs), grown/(1<<20), counted/(1<<20))
+	}
+	t.Logf("heap +%.0f B/event, counted %.0f B/event", grown/float64(len(evs)), counted/float64(len(evs)))
+}
+
+// liveHeap is the heap's live bytes after a full collection.
+func liveHeap() uint64 {
+	runtime.GC()
+	s := []rtmetrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	rtmetrics.Read(s)
+	return s[0].Value.Uint64()
 }

@@ -82,7 +82,7 @@ func newMetrics(reg prometheus.Registerer, b func() *batcher, limit int64, withR
 	}
 	// Pre-create the label values users alert on, so a rate() has a series
 	// to work with before the first event of its kind.
-	for _, r := range []string{flushMaxEvents, flushMaxBytes, flushMaxAge, flushMemory, flushShutdown, flushAckPending, flushCaughtUp} {
+	for _, r := range []string{flushMaxEvents, flushMaxBytes, flushMaxAge, flushMemory, flushShutdown, flushAckPending, flushCaughtUp, flushIdle} {
 		m.flushes.WithLabelValues(r)
 	}
 	for _, op := range []string{"PutObject", "HeadObject"} {

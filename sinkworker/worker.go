@@ -148,15 +148,24 @@ func (w *Worker) Run(ctx context.Context) error {
 	dead := &deadLetterer{nc: nc, js: js, subject: w.cfg.DeadLetterSubject, stream: w.cfg.Stream,
 		backoff: w.backoff, metrics: w.metrics, log: w.log}
 	dead.detect(ctx)
-	ack := &acker{nc: nc, backoff: w.backoff, maxDeliver: w.cfg.MaxDeliver, dead: dead, metrics: w.metrics, log: w.log}
+	nFlushers := w.cfg.Workers * flushersPerWorker
+	ack := &acker{nc: nc, backoff: w.backoff, maxDeliver: w.cfg.MaxDeliver, dead: dead, metrics: w.metrics, log: w.log,
+		written: make(chan *batch, nFlushers), release: w.batcher.release}
 
 	// Flushers mostly wait on S3: there are flushersPerWorker of them per
 	// worker, so that many small files (many partitions) are uploaded side
-	// by side, while encoding, which is CPU, runs Workers at a time.
-	var flushers sync.WaitGroup
-	for range w.cfg.Workers * flushersPerWorker {
-		flushers.Go(func() { w.flushLoop(workCtx, settleCtx, up, ack) })
+	// by side, while encoding, which is CPU, runs Workers at a time. The
+	// acker settles what they wrote; flushers counts it too, so waiting
+	// for flushers waits until every written batch is ACKed.
+	var flushers, flushLoops sync.WaitGroup
+	for range nFlushers {
+		flushLoops.Go(func() { w.flushLoop(workCtx, settleCtx, up, ack) })
 	}
+	flushers.Go(func() { ack.run(settleCtx) })
+	flushers.Go(func() {
+		flushLoops.Wait()
+		close(ack.written)
+	})
 	stopTick := make(chan struct{})
 	var ticker sync.WaitGroup
 	ticker.Go(func() { w.tickLoop(stopTick) })
@@ -347,7 +356,7 @@ func (w *Worker) watchConsumer(stop <-chan struct{}, cons jetstream.Consumer) {
 			continue
 		}
 		if info.NumPending == 0 {
-			if n := w.batcher.cutClosed(time.Now(), watchConsumerEvery); n > 0 {
+			if n := w.batcher.cutPast(time.Now(), watchConsumerEvery); n > 0 {
 				w.log.Debug("Consumer caught up; writing the batches of past hours", "batches", n)
 			}
 		}
@@ -361,20 +370,26 @@ func (w *Worker) watchConsumer(stop <-chan struct{}, cons jetstream.Consumer) {
 // consume ceiling.
 const flushersPerWorker = 4
 
-// flushLoop is one flusher: it takes cut batches, writes them and settles
-// them with JetStream, until the batcher has no more.
+// flushLoop is one flusher: it takes cut batches and writes them, until
+// the batcher has no more. A written batch goes to the acker; a failed one
+// is NAKed here.
 func (w *Worker) flushLoop(ctx, settleCtx context.Context, up *uploader, ack *acker) {
 	for {
 		bt, ok := w.batcher.next()
 		if !ok {
 			return
 		}
-		w.flush(ctx, settleCtx, bt, up, ack)
-		w.batcher.release(bt)
+		if w.flush(ctx, settleCtx, bt, up, ack) {
+			ack.written <- bt
+		} else {
+			w.batcher.release(bt)
+		}
 	}
 }
 
-func (w *Worker) flush(ctx, settleCtx context.Context, bt *batch, up *uploader, ack *acker) {
+// flush encodes and uploads bt and reports whether it is written; when it
+// is not, its events are NAKed.
+func (w *Worker) flush(ctx, settleCtx context.Context, bt *batch, up *uploader, ack *acker) bool {
 	start := time.Now()
 	sort.Sort(bySeq{bt})
 	rows := dedupe(bt)
@@ -402,9 +417,8 @@ func (w *Worker) flush(ctx, settleCtx context.Context, bt *batch, up *uploader, 
 		if immediate {
 			w.shutdownNacked.Add(int64(len(bt.msgs)))
 		}
-		return
+		return false
 	}
-	ack.ack(settleCtx, bt.msgs)
 	w.metrics.flushSeconds.WithLabelValues("ok").Observe(time.Since(start).Seconds())
 	w.metrics.files.Inc()
 	w.metrics.fileBytes.Add(float64(buf.Len()))
@@ -412,6 +426,7 @@ func (w *Worker) flush(ctx, settleCtx context.Context, bt *batch, up *uploader, 
 	w.metrics.fileRows.Add(float64(len(rows)))
 	w.log.Debug("Wrote batch", "key", key, "rows", len(rows), "bytes", buf.Len(), "reason", bt.reason,
 		"duration", time.Since(start))
+	return true
 }
 
 // bySeq sorts a batch's rows and messages together by stream sequence, so

@@ -62,12 +62,12 @@ func workerStats(reg *prometheus.Registry) string {
 		}
 	}
 	var cuts []string
-	for _, r := range []string{"max_events", "max_bytes", "max_age", "memory", "ack_pending", "caught_up", "shutdown"} {
+	for _, r := range []string{"max_events", "max_bytes", "max_age", "memory", "ack_pending", "idle", "caught_up", "shutdown"} {
 		if reasons[r] > 0 {
 			cuts = append(cuts, fmt.Sprintf("%s %.0f", r, reasons[r]))
 		}
 	}
-	return fmt.Sprintf("%.0f files, %.0f rows/file, mean flush (encode+upload+ack) %.1f ms, batches cut by: %s, peak buffered %.0f MiB",
+	return fmt.Sprintf("%.0f files, %.0f rows/file, mean flush (encode+upload) %.1f ms, batches cut by: %s, peak buffered %.0f MiB",
 		files, rows/max(files, 1), 1000*flushSum/max(flushCount, 1), strings.Join(cuts, ", "), peak/(1<<20))
 }
 
