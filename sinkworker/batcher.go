@@ -315,6 +315,13 @@ func (b *batcher) cutAll(reason string) int {
 	return n
 }
 
+// lastAdded is when the last event was added.
+func (b *batcher) lastAdded() time.Time {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.lastAdd
+}
+
 // past reports whether bt's hour (or day) ended more than BatchMaxAge
 // before now. A partition of the live stream's previous hour is cut by
 // BatchMaxAge by then anyway, so only replayed and backlogged partitions are

@@ -322,28 +322,44 @@ func (w *Worker) tickLoop(stop <-chan struct{}) {
 	}
 }
 
-// watchConsumerEvery is how often the consumer's counters are read.
-const watchConsumerEvery = time.Second
+// The consumer's counters are read every consumerInfoEvery, and once more
+// whenever the worker has received nothing for caughtUpQuiet, to tell the
+// end of a backlog quickly without asking the server more often.
+const (
+	consumerInfoEvery = time.Second
+	caughtUpQuiet     = 200 * time.Millisecond
+)
 
-// watchConsumer reads the consumer's counters every second and cuts open
-// batches that nothing more will fill:
+// watchConsumer reads the consumer's counters and cuts open batches that
+// nothing more will fill:
 //   - every open batch, when the consumer has as many unacknowledged
 //     messages as its MaxAckPending allows: JetStream then delivers nothing
 //     more to any worker until something is ACKed, and the open batches
 //     would otherwise wait for BatchMaxAge. Every worker sees the same
 //     count and cuts its own batches.
 //   - the batches of past hours, when the consumer has nothing pending and
-//     this worker received nothing for a second: the end of a backlog.
+//     this worker received nothing for caughtUpQuiet: the end of a backlog.
 func (w *Worker) watchConsumer(stop <-chan struct{}, cons jetstream.Consumer) {
-	t := time.NewTicker(watchConsumerEvery)
+	t := time.NewTicker(caughtUpQuiet / 2)
 	defer t.Stop()
+	var lastInfo, checkedQuiet time.Time
 	for {
 		select {
 		case <-stop:
 			return
 		case <-t.C:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), watchConsumerEvery)
+		now := time.Now()
+		lastAdd := w.batcher.lastAdded()
+		quiet := now.Sub(lastAdd) >= caughtUpQuiet && !lastAdd.Equal(checkedQuiet)
+		if !quiet && now.Sub(lastInfo) < consumerInfoEvery {
+			continue
+		}
+		if quiet {
+			checkedQuiet = lastAdd // once per quiet spell
+		}
+		lastInfo = now
+		ctx, cancel := context.WithTimeout(context.Background(), consumerInfoEvery)
 		info, err := cons.Info(ctx)
 		cancel()
 		if err != nil {
@@ -356,7 +372,7 @@ func (w *Worker) watchConsumer(stop <-chan struct{}, cons jetstream.Consumer) {
 			continue
 		}
 		if info.NumPending == 0 {
-			if n := w.batcher.cutPast(time.Now(), watchConsumerEvery); n > 0 {
+			if n := w.batcher.cutPast(time.Now(), caughtUpQuiet); n > 0 {
 				w.log.Debug("Consumer caught up; writing the batches of past hours", "batches", n)
 			}
 		}
