@@ -33,7 +33,9 @@ const lagRefreshConcurrency = 16
 // consumer is in place, with the resolved credentials so no Secret is read
 // per tick) and which to drop (untrack). A consumer it cannot read is the
 // reconciler's business again: the sink is dropped and sent back through
-// wake, and the reconcile reports the problem as it always has.
+// wake, and the reconcile reports the problem as it always has. So is a
+// sink whose consumer has more messages awaiting redelivery than before,
+// which is how a destination failing after convergence first shows.
 type lagRefresher struct {
 	client    client.Client
 	interval  time.Duration
@@ -124,7 +126,7 @@ func (l *lagRefresher) refresh(ctx context.Context) {
 	var (
 		wg            sync.WaitGroup
 		mu            sync.Mutex
-		patched, lost int
+		patched, woken int
 	)
 	count := func(p *int) { mu.Lock(); *p++; mu.Unlock() }
 	// Servers are refreshed side by side so that one that does not answer
@@ -138,14 +140,19 @@ func (l *lagRefresher) refresh(ctx context.Context) {
 					sem <- struct{}{}
 					cwg.Go(func() {
 						defer func() { <-sem }()
-						changed, err := l.refreshOne(ctx, js, t)
+						changed, redelivering, err := l.refreshOne(ctx, js, t)
 						switch {
 						case ctx.Err() != nil:
 						case err != nil:
 							log.V(1).Info("Cannot read consumer; reconciling the sink", "sink", t.key, "error", err.Error())
 							l.lose(ctx, t.key)
-							count(&lost)
-						case changed:
+							count(&woken)
+						case redelivering:
+							log.V(1).Info("Redeliveries grew; reconciling the sink", "sink", t.key)
+							l.recheck(ctx, t.key)
+							count(&woken)
+						}
+						if changed {
 							count(&patched)
 						}
 					})
@@ -160,41 +167,46 @@ func (l *lagRefresher) refresh(ctx context.Context) {
 					"sinks", len(targets), "error", err.Error())
 				for _, t := range targets {
 					l.lose(ctx, t.key)
-					count(&lost)
+					count(&woken)
 				}
 			}
 		})
 	}
 	wg.Wait()
-	log.V(1).Info("Refreshed consumer lag", "servers", len(groups), "sinks", n, "patched", patched, "reconciling", lost,
+	log.V(1).Info("Refreshed consumer lag", "servers", len(groups), "sinks", n, "patched", patched, "reconciling", woken,
 		"took", time.Since(start).Round(time.Millisecond))
 }
 
 // refreshOne reads one consumer's counters and patches the sink's status
-// when they changed; it reports whether it patched. An error means the
-// consumer could not be read.
-func (l *lagRefresher) refreshOne(ctx context.Context, js jetstream.JetStream, t lagTarget) (bool, error) {
+// when they changed; it reports whether it patched, and whether more
+// messages await redelivery than last time: workers NAK what they cannot
+// write, so that is the first sign of a destination gone bad after the
+// sink converged (a deleted bucket, revoked keys), which only a reconcile
+// checks and reports. An error means the consumer could not be read.
+func (l *lagRefresher) refreshOne(ctx context.Context, js jetstream.JetStream, t lagTarget) (changed, redelivering bool, err error) {
 	cons, err := js.Consumer(ctx, t.cfg.Stream, t.cfg.Consumer)
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
 	now := consumerStatus(cons.CachedInfo())
 	sink := &jetsinkv1.WarehouseSink{}
 	if err := l.client.Get(ctx, t.key, sink); err != nil {
 		// Gone from the cache: the reconcile of its deletion untracks it.
-		return false, client.IgnoreNotFound(err)
+		return false, false, client.IgnoreNotFound(err)
 	}
-	if !sink.DeletionTimestamp.IsZero() || (sink.Status.Consumer != nil && *sink.Status.Consumer == *now) {
-		return false, nil
+	was := sink.Status.Consumer
+	if !sink.DeletionTimestamp.IsZero() || (was != nil && *was == *now) {
+		return false, false, nil
 	}
+	redelivering = was != nil && now.NumRedelivered > was.NumRedelivered
 	patch := client.MergeFrom(sink.DeepCopy())
 	sink.Status.Consumer = now
 	if err := l.client.Status().Patch(ctx, sink, patch); err != nil {
 		// Not a consumer problem: try again next tick.
 		ctrl.LoggerFrom(ctx).WithName("lag").Error(err, "Failed to patch consumer status", "sink", t.key)
-		return false, nil
+		return false, false, nil
 	}
-	return true, nil
+	return true, redelivering, nil
 }
 
 // lose drops the sink and queues its reconcile. Dropping it first means a
@@ -202,6 +214,11 @@ func (l *lagRefresher) refreshOne(ctx context.Context, js jetstream.JetStream, t
 // per tick.
 func (l *lagRefresher) lose(ctx context.Context, key types.NamespacedName) {
 	l.untrack(key)
+	l.recheck(ctx, key)
+}
+
+// recheck queues the sink's reconcile.
+func (l *lagRefresher) recheck(ctx context.Context, key types.NamespacedName) {
 	ev := event.TypedGenericEvent[*jetsinkv1.WarehouseSink]{Object: &jetsinkv1.WarehouseSink{}}
 	ev.Object.Name, ev.Object.Namespace = key.Name, key.Namespace
 	select {

@@ -3,8 +3,12 @@ package controllers
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -12,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	jetsinkv1 "github.com/jetsink/jetsink/api/v1alpha1"
+	"github.com/jetsink/jetsink/internal/testutil/s3test"
 )
 
 // wantLag waits until the sink's status shows lag pending events.
@@ -121,4 +126,43 @@ func TestNewSinkConvergesInOneReconcile(t *testing.T) {
 		}
 		return err
 	})
+}
+
+// A bucket deleted under a converged sink shows on the sink once its
+// workers start handing events back: the refresher sees more messages
+// awaiting redelivery and has the sink reconciled, which checks the bucket.
+func TestBucketLostAfterConvergenceShows(t *testing.T) {
+	ns, srv := withStream(t)
+	_, js := srv.JetStream(t)
+	s3 := s3test.Start(t)
+	s3.CreateBucket(t, "lake")
+	sink := newSink(ns, srv.ClientURL())
+	mustCreate(t, withS3(t, sink, s3, s3Keys))
+	mustCreate(t, sink)
+	wantCondition(t, ns, "events", jetsinkv1.ConditionDegraded, metav1.ConditionFalse, jetsinkv1.ReasonAsExpected)
+
+	if err := os.RemoveAll(filepath.Join(s3.Dir, "lake")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(t.Context(), "events.web", []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	// A worker that cannot write NAKs what it fetched, and gets it again.
+	cons, err := js.Consumer(t.Context(), "EVENTS", "warehouse")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		msgs, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m := range msgs.Messages() {
+			if err := m.Nak(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	wantCondition(t, ns, "events", jetsinkv1.ConditionDegraded, metav1.ConditionTrue, jetsinkv1.ReasonBucketNotFound)
+	wantEvent(t, ns, jetsinkv1.ReasonBucketNotFound)
 }

@@ -329,7 +329,7 @@ type ConsumerStatus struct {
 	// numPending alone reads 0 long before the bucket has everything.
 	Lag uint64 `json:"lag"`
 	// numPending is how many stream messages the consumer has not delivered
-	// yet: the sink's lag.
+	// to any worker yet.
 	NumPending uint64 `json:"numPending"`
 	// numAckPending is how many delivered messages wait for an ACK.
 	NumAckPending int64 `json:"numAckPending"`
