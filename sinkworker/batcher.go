@@ -38,7 +38,7 @@ const (
 // different partitions) from making a partition look idle.
 const (
 	idleRounds = 20
-	idleFor    = time.Second
+	idleFor    = 250 * time.Millisecond
 )
 
 // eventOverhead is what a buffered event costs beyond its body: the

@@ -306,9 +306,12 @@ func (w *Worker) checkConsumer(info *jetstream.ConsumerInfo) {
 	}
 }
 
-// tickLoop drives age-based cuts and leases.
+// tickLoop drives age-based and idle cuts, and leases. A quarter of
+// idleFor keeps an idle batch from waiting much past it: a time-ordered
+// backlog then holds a fraction of a second of events beyond the hour
+// being read.
 func (w *Worker) tickLoop(stop <-chan struct{}) {
-	every := min(w.cfg.BatchMaxAge/4, w.batcher.leaseAfter/4, time.Second)
+	every := min(w.cfg.BatchMaxAge/4, w.batcher.leaseAfter/4, idleFor/4)
 	every = max(every, 10*time.Millisecond)
 	t := time.NewTicker(every)
 	defer t.Stop()

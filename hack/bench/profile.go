@@ -83,6 +83,12 @@ func (s *stack) profileWorker(ctx context.Context, total uint64) (*profileResult
 		k, v, _ := strings.Cut(kv, "=")
 		os.Setenv(k, v)
 	}
+	// The worker sets the Go memory limit from its buffer cap, but here the
+	// NATS server shares the process and the limit: the profile then showed
+	// the GC and the scavenger (madvise) fighting over a heap the worker
+	// alone never has. A set GOMEMLIMIT makes the worker leave it alone (the
+	// runtime read it at startup, so this changes nothing else).
+	os.Setenv("GOMEMLIMIT", "off")
 	reg := prometheus.NewRegistry()
 	w, err := sinkworker.New(cfg, sinkworker.Options{
 		Logger:   slog.New(slog.NewJSONHandler(io.Discard, nil)),
