@@ -323,10 +323,10 @@ func (b *batcher) lastAdded() time.Time {
 }
 
 // past reports whether bt's hour (or day) ended more than BatchMaxAge
-// before now. A partition of the live stream's previous hour is cut by
-// BatchMaxAge by then anyway, so only replayed and backlogged partitions are
-// cut early, and an event arriving late for the hour just over never makes
-// an extra file.
+// before now. A batch of the live stream's previous hour is cut by
+// BatchMaxAge by then anyway, so the idle and caught-up cuts only ever
+// shorten the wait of replayed and backlogged partitions: they never split
+// the live stream's files further than BatchMaxAge does.
 func (b *batcher) past(bt *batch, now time.Time) bool {
 	return time.Unix(bt.key.bucket+b.bucketSize, 0).Add(b.maxAge).Before(now)
 }

@@ -53,7 +53,7 @@ func main() {
 	flag.Uint64Var(&o.seed, "seed", 1, "Seed of the event generator.")
 	flag.IntVar(&o.sinks, "sinks", 1000, "WarehouseSinks created for the controller benchmark (0 skips it).")
 	flag.DurationVar(&o.quiet, "quiet", 30*time.Second, "Window after convergence over which reconciles are counted.")
-	flag.DurationVar(&o.maxAge, "max-age", 0, "Override batch.maxAge of the default and memory runs (0 keeps the worker's default).")
+	flag.DurationVar(&o.maxAge, "max-age", 0, "Override batch.maxAge of every sink run (0 keeps the worker's default).")
 	flag.BoolVar(&o.controllerOnly, "controller-only", false, "Run only the references and the controller benchmark.")
 	flag.BoolVar(&o.scaling, "scaling", true, "Run the scaling runs (workersPerReplica 1 and 2, and 2 processes).")
 	flag.BoolVar(&o.profile, "profile", true, "Profile the worker's CPU (an extra drain, in process).")

@@ -2,7 +2,7 @@ package main
 
 import (
 	"context"
-
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -14,6 +14,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/jetsink/jetsink/hack/bench/eventgen"
 )
 
@@ -22,7 +24,7 @@ type options struct {
 	events, memEvents, sinks                int
 	seed                                    uint64
 	quiet                                   time.Duration
-	maxAge                                  time.Duration // batch.maxAge of the default and memory runs; 0 is the worker's default
+	maxAge                                  time.Duration // batch.maxAge of every sink run; 0 is the worker's default
 	scaling, profile                        bool
 	natsCLI, sinkworker, manager, versitygw string
 	assets, dir                             string
@@ -109,9 +111,21 @@ func run(ctx context.Context, o options, _ io.Writer) (*report, error) {
 	rep.micro = &m
 
 	if o.natsCLI != "" {
-		step("nats bench js consume --acks explicit --size 300 (%s)", o.natsCLI)
-		if rep.natsBench, err = natsBench(ctx, o.natsCLI, s.natsURL(), total); err != nil {
-			return rep, err
+		// A shared machine only ever makes a run slower, so the best of a
+		// few runs is the ceiling; a single run swung from 97k to 127k
+		// msg/s between otherwise identical bench runs.
+		for i := range ceilingRuns {
+			step("nats bench js consume --acks explicit --size 300 (%s), run %d of %d", o.natsCLI, i+1, ceilingRuns)
+			// Its durable consumer is created once and kept: delete it, or
+			// the next run finds everything already consumed.
+			if err := s.js.DeleteConsumer(ctx, streamName, natsBenchConsumer); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+				return rep, err
+			}
+			rate, err := natsBench(ctx, o.natsCLI, s.natsURL(), total)
+			if err != nil {
+				return rep, err
+			}
+			rep.natsBench = max(rep.natsBench, rate)
 		}
 	}
 	step("nats.go consume+ACK loop")
@@ -151,10 +165,10 @@ func run(ctx context.Context, o options, _ io.Writer) (*report, error) {
 	}
 	if o.scaling {
 		for _, r := range []sinkRun{
-			{name: "w1", workers: 1, procs: 1, maxAge: shortAge},
-			{name: "w2", workers: 2, procs: 1, maxAge: shortAge},
-			{name: "w4", workers: 4, procs: 1, maxAge: shortAge},
-			{name: "p2", procs: 2, maxAge: shortAge},
+			{name: "w1", workers: 1, procs: 1, maxAge: o.maxAge},
+			{name: "w2", workers: 2, procs: 1, maxAge: o.maxAge},
+			{name: "w4", workers: 4, procs: 1, maxAge: o.maxAge},
+			{name: "p2", procs: 2, maxAge: o.maxAge},
 		} {
 			res, v, err := drain(r, total, false)
 			if err != nil {
@@ -187,9 +201,6 @@ func run(ctx context.Context, o options, _ io.Writer) (*report, error) {
 	return rep, controller()
 }
 
-// shortAge is batch.maxAge of the scaling and profile runs.
-const shortAge = time.Second
-
 func workersLabel(n int) string {
 	if n == 0 {
 		return "default"
@@ -198,6 +209,13 @@ func workersLabel(n int) string {
 }
 
 var msgsPerSec = regexp.MustCompile(`stats: ([0-9,]+) msgs/sec`)
+
+// ceilingRuns is how many times `nats bench` runs; the best one counts.
+const ceilingRuns = 3
+
+// natsBenchConsumer is the durable `nats bench js consume` creates and
+// keeps (natscli's default name).
+const natsBenchConsumer = "nats-bench"
 
 // natsBench runs `nats bench js consume` against the bench's stream with
 // its own durable consumer, and returns its aggregate msgs/s.
@@ -246,7 +264,7 @@ func (r *report) print(w io.Writer) {
 	row("measure", "value", "unit", "note")
 	row("preload (JetStream async publish)", f0(r.preloadRate), "msg/s", "file store, not a target")
 	if r.natsBench > 0 {
-		row("ceiling: nats bench js consume", f0(r.natsBench), "msg/s", "--acks explicit --size 300, same stream")
+		row("ceiling: nats bench js consume", f0(r.natsBench), "msg/s", fmt.Sprintf("--acks explicit --size 300, same stream, best of %d", ceilingRuns))
 	}
 	if r.goCeiling > 0 {
 		row("ceiling: nats.go consume+ACK loop", f0(r.goCeiling), "msg/s", "one goroutine, same stream")
@@ -283,7 +301,7 @@ func (r *report) print(w io.Writer) {
 		sinkRow(label, res, r.checks[res.run.name])
 	}
 	if p := r.prof; p != nil {
-		row(fmt.Sprintf("sink in process (profiled), maxAge %s", shortAge), f0(p.rate), "events/s", "NATS server in the same process")
+		row("sink in process (profiled), default settings", f0(p.rate), "events/s", "NATS server in the same process")
 	}
 	if m := r.mem; m != nil {
 		sinkRow(fmt.Sprintf("memory run: %d-event backlog", m.events), m, r.checks["memory"])

@@ -76,10 +76,9 @@ type sinkRun struct {
 	name    string
 	workers int // 0: the worker's default
 	procs   int
-	// maxAge overrides batch.maxAge when set. A drain of a finite backlog
-	// ends with the last, partly filled batches waiting out maxAge (60s by
-	// default); the scaling runs shorten it so they compare throughput,
-	// not that wait.
+	// maxAge overrides batch.maxAge when set (-max-age), for experiments.
+	// The worker no longer makes the end of a backlog wait it out (its
+	// caught-up and idle cuts), so every run uses the default.
 	maxAge time.Duration
 }
 
