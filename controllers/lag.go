@@ -124,8 +124,8 @@ func (l *lagRefresher) refresh(ctx context.Context) {
 	l.mu.Unlock()
 
 	var (
-		wg            sync.WaitGroup
-		mu            sync.Mutex
+		wg             sync.WaitGroup
+		mu             sync.Mutex
 		patched, woken int
 	)
 	count := func(p *int) { mu.Lock(); *p++; mu.Unlock() }
