@@ -276,14 +276,16 @@ func TestScalingAndShutdownTimeoutFollowTheSink(t *testing.T) {
 	deploymentReplicas(4)
 
 	// `kubectl scale sink/events --replicas=1` goes through /scale.
+	// The status moves meanwhile (the lag refresher), so the update may
+	// conflict: read and write again, as patchSink does.
 	scale := &autoscalingv1.Scale{}
-	if err := k8s.SubResource("scale").Get(t.Context(), sink, scale); err != nil {
-		t.Fatal(err)
-	}
-	scale.Spec.Replicas = 1
-	if err := k8s.SubResource("scale").Update(t.Context(), sink, client.WithSubResourceBody(scale)); err != nil {
-		t.Fatal(err)
-	}
+	eventually(t, 10*time.Second, func() error {
+		if err := k8s.SubResource("scale").Get(t.Context(), sink, scale); err != nil {
+			return err
+		}
+		scale.Spec.Replicas = 1
+		return k8s.SubResource("scale").Update(t.Context(), sink, client.WithSubResourceBody(scale))
+	})
 	deploymentReplicas(1)
 
 	// The /scale subresource reports the selector an HPA needs.
