@@ -105,6 +105,10 @@ type batcher struct {
 	// was cut: its next batch starts with that capacity instead of growing
 	// there by doubling (copying and clearing up to twice its rows).
 	sizeHint map[partitionKey]int
+	// cutEarly is when a partition's batch was last cut as idle or caught
+	// up. Its next batch waits for BatchMaxAge again: late events trickling
+	// into a past hour must not make a file per quiet moment.
+	cutEarly map[partitionKey]time.Time
 	ready    []*batch
 	inflight map[*batch]struct{}
 	// openBytes counts open batches; buffered counts everything held.
@@ -128,6 +132,7 @@ func newBatcher(cfg config.Config, m *metrics) *batcher {
 		metrics:    m,
 		open:       map[partitionKey]*batch{},
 		sizeHint:   map[partitionKey]int{},
+		cutEarly:   map[partitionKey]time.Time{},
 		inflight:   map[*batch]struct{}{},
 	}
 	if cfg.TimeGranularity == config.GranularityDay {
@@ -216,6 +221,12 @@ func (b *batcher) cut(bt *batch, reason string) {
 		clear(b.sizeHint)
 	}
 	b.sizeHint[bt.key] = len(bt.rows)
+	if reason == flushIdle || reason == flushCaughtUp {
+		if len(b.cutEarly) >= 4096 {
+			clear(b.cutEarly)
+		}
+		b.cutEarly[bt.key] = bt.lastAt
+	}
 	b.ready = append(b.ready, bt)
 	b.metrics.flushes.WithLabelValues(reason).Inc()
 	b.cond.Broadcast()
@@ -324,12 +335,17 @@ func (b *batcher) lastAdded() time.Time {
 	return b.lastAdd
 }
 
-// past reports whether bt's hour (or day) ended more than BatchMaxAge
-// before now. A batch of the live stream's previous hour is cut by
-// BatchMaxAge by then anyway, so the idle and caught-up cuts only ever
-// shorten the wait of replayed and backlogged partitions: they never split
-// the live stream's files further than BatchMaxAge does.
+// past reports whether bt may be cut early, as idle or caught up: its hour
+// (or day) ended more than BatchMaxAge before now, and its partition was
+// not cut early within the last BatchMaxAge. A batch of the live stream's
+// previous hour is cut by BatchMaxAge by then anyway, and late events
+// trickling into a past hour are written once per BatchMaxAge as before:
+// the early cuts only shorten the wait at the end of a backlog, and never
+// make more files than BatchMaxAge does, but one.
 func (b *batcher) past(bt *batch, now time.Time) bool {
+	if t, ok := b.cutEarly[bt.key]; ok && now.Sub(t) < b.maxAge {
+		return false
+	}
 	return time.Unix(bt.key.bucket+b.bucketSize, 0).Add(b.maxAge).Before(now)
 }
 

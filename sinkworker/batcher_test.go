@@ -111,3 +111,32 @@ func TestIdleBatchOfAPastHourIsCut(t *testing.T) {
 		t.Fatalf("ready = %+v, want only the idle past batch, cut as idle", b.ready)
 	}
 }
+
+// Late events trickling into a past hour after its backlog was written are
+// not written a file per quiet moment: once a partition was cut early, its
+// next batch waits for BatchMaxAge.
+func TestTrickleIntoAPastHourWaitsForMaxAge(t *testing.T) {
+	cfg := config.Default()
+	cfg.AckWait = time.Hour // no lease is due: these events have no message
+	b := newBatcher(cfg, newMetrics(prometheus.NewRegistry(), nil, cfg.MaxBufferedBytes, false))
+	now := time.Date(2026, 3, 14, 10, 30, 0, 0, time.UTC)
+	late := Row{AppID: "shop", Timestamp: now.Add(-2 * time.Hour)}
+	b.add(&late, trackedMsg{seq: 1}, 100, now)
+	now = now.Add(time.Second)
+	if n := b.cutPast(now, time.Second); n != 1 {
+		t.Fatalf("cut %d batches at the end of the backlog, want 1", n)
+	}
+	for i := range 10 {
+		b.add(&late, trackedMsg{seq: uint64(2 + i)}, 100, now)
+		now = now.Add(time.Second)
+		b.cutPast(now, time.Second)
+		b.tick(now)
+	}
+	if len(b.ready) != 1 {
+		t.Fatalf("%d batches cut, want the trickle still waiting in one", len(b.ready))
+	}
+	b.tick(now.Add(cfg.BatchMaxAge))
+	if len(b.ready) != 2 || b.ready[1].reason != flushMaxAge || len(b.ready[1].rows) != 10 {
+		t.Fatalf("ready = %d batches, want the trickle's 10 events cut on max_age", len(b.ready))
+	}
+}
