@@ -248,7 +248,9 @@ type BatchSpec struct {
 	MaxBytes *resource.Quantity `json:"maxBytes,omitempty"`
 
 	// maxAge is how long the oldest event of a batch may wait before the
-	// batch is written, whatever its size.
+	// batch is written, whatever its size. A batch of an hour (or day) that
+	// ended more than maxAge ago is written sooner, once nothing more
+	// arrives for it: a replayed backlog does not wait out maxAge.
 	// +kubebuilder:default="60s"
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
