@@ -14,7 +14,7 @@ import (
 func TestBatchCapacityFollowsThePartitionsLastBatch(t *testing.T) {
 	cfg := config.Default()
 	cfg.BatchMaxEvents = 1000
-	b := newBatcher(cfg, newMetrics(prometheus.NewRegistry(), nil, cfg.MaxBufferedBytes, false))
+	b := testBatcher(cfg)
 	now := time.Now()
 	row := Row{AppID: "shop", Event: "x", Timestamp: time.Date(2026, 3, 14, 0, 0, 0, 0, time.UTC)}
 	for i := range cfg.BatchMaxEvents + 1 {
@@ -57,7 +57,7 @@ func TestBatchCapacityFollowsThePartitionsLastBatch(t *testing.T) {
 // batch keeps waiting for more events.
 func TestCutClosedWritesPastHoursOnceQuiet(t *testing.T) {
 	cfg := config.Default()
-	b := newBatcher(cfg, newMetrics(prometheus.NewRegistry(), nil, cfg.MaxBufferedBytes, false))
+	b := testBatcher(cfg)
 	now := time.Date(2026, 3, 14, 10, 30, 0, 0, time.UTC)
 	past := Row{AppID: "shop", Timestamp: now.Add(-time.Hour)}
 	current := Row{AppID: "shop", Timestamp: now}
@@ -83,25 +83,25 @@ func TestCutClosedWritesPastHoursOnceQuiet(t *testing.T) {
 // share of events is not, nor is the current hour's.
 func TestIdleBatchOfAPastHourIsCut(t *testing.T) {
 	cfg := config.Default()
-	b := newBatcher(cfg, newMetrics(prometheus.NewRegistry(), nil, cfg.MaxBufferedBytes, false))
+	b := testBatcher(cfg)
 	now := time.Date(2026, 3, 14, 10, 30, 0, 0, time.UTC)
 	add := func(app string, ts time.Time) {
 		b.add(&Row{AppID: app, Timestamp: ts}, trackedMsg{}, 100, now)
 	}
 	sevenOClock := now.Add(-3*time.Hour - 30*time.Minute)
-	add("done", sevenOClock)
-	for range 25 {
-		add("busy", sevenOClock)
-		add("live", now)
+	rounds := func(n int) {
+		for range n {
+			add("busy", sevenOClock)
+			add("live", now)
+		}
 	}
+	add("done", sevenOClock)
+	rounds(25)
 	b.tick(now)
 	if len(b.ready) != 0 {
 		t.Fatalf("cut %s after 50 events passed it, want none before 20 per open partition (60)", b.ready[0].key.app)
 	}
-	for range 100 {
-		add("busy", sevenOClock)
-		add("live", now)
-	}
+	rounds(100)
 	b.tick(now)
 	if len(b.ready) != 0 {
 		t.Fatalf("cut %s less than idleFor after its last event", b.ready[0].key.app)
@@ -118,7 +118,7 @@ func TestIdleBatchOfAPastHourIsCut(t *testing.T) {
 func TestTrickleIntoAPastHourWaitsForMaxAge(t *testing.T) {
 	cfg := config.Default()
 	cfg.AckWait = time.Hour // no lease is due: these events have no message
-	b := newBatcher(cfg, newMetrics(prometheus.NewRegistry(), nil, cfg.MaxBufferedBytes, false))
+	b := testBatcher(cfg)
 	now := time.Date(2026, 3, 14, 10, 30, 0, 0, time.UTC)
 	late := Row{AppID: "shop", Timestamp: now.Add(-2 * time.Hour)}
 	b.add(&late, trackedMsg{seq: 1}, 100, now)
@@ -139,4 +139,9 @@ func TestTrickleIntoAPastHourWaitsForMaxAge(t *testing.T) {
 	if len(b.ready) != 2 || b.ready[1].reason != flushMaxAge || len(b.ready[1].rows) != 10 {
 		t.Fatalf("ready = %d batches, want the trickle's 10 events cut on max_age", len(b.ready))
 	}
+}
+
+// testBatcher is a batcher with cfg's limits and metrics of its own.
+func testBatcher(cfg config.Config) *batcher {
+	return newBatcher(cfg, newMetrics(prometheus.NewRegistry(), nil, cfg.MaxBufferedBytes, false))
 }
