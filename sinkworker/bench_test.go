@@ -45,16 +45,7 @@ func BenchmarkEncode(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	var d decoder
-	rows := make([]Row, 10000)
-	base := time.Now()
-	for i := range rows {
-		ev := testEvent{ID: "ev-" + string(rune('a'+i%26)), App: "shop", TS: base.Add(time.Duration(i) * time.Millisecond)}
-		if err := d.decode(ev.body(i), &rows[i]); err != nil {
-			b.Fatal(err)
-		}
-		rows[i].Subject, rows[i].StreamSeq, rows[i].ReceivedAt = "events.shop", int64(i), base
-	}
+	rows := benchRows(b, 10000)
 	var buf bytes.Buffer
 	b.ReportAllocs()
 	cpu := processCPU()
@@ -68,16 +59,10 @@ func BenchmarkEncode(b *testing.B) {
 	b.ReportMetric(float64(b.N*len(rows))/b.Elapsed().Seconds(), "rows/s")
 }
 
-// BenchmarkEncodeAfterGC is BenchmarkEncode with a GC cycle before every
-// file, as in a busy worker, where one runs several times a second: what a
-// sync.Pool would have dropped must be rebuilt.
-func BenchmarkEncodeAfterGC(b *testing.B) {
-	enc, err := newEncoder("zstd", 1)
-	if err != nil {
-		b.Fatal(err)
-	}
+// benchRows is n decoded events of one partition, as a flusher encodes them.
+func benchRows(b *testing.B, n int) []Row {
 	var d decoder
-	rows := make([]Row, 1000)
+	rows := make([]Row, n)
 	base := time.Now()
 	for i := range rows {
 		ev := testEvent{ID: "ev-" + string(rune('a'+i%26)), App: "shop", TS: base.Add(time.Duration(i) * time.Millisecond)}
@@ -86,6 +71,18 @@ func BenchmarkEncodeAfterGC(b *testing.B) {
 		}
 		rows[i].Subject, rows[i].StreamSeq, rows[i].ReceivedAt = "events.shop", int64(i), base
 	}
+	return rows
+}
+
+// BenchmarkEncodeAfterGC is BenchmarkEncode with a GC cycle before every
+// file, as in a busy worker, where one runs several times a second: what a
+// sync.Pool would have dropped must be rebuilt.
+func BenchmarkEncodeAfterGC(b *testing.B) {
+	enc, err := newEncoder("zstd", 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	rows := benchRows(b, 1000)
 	var buf bytes.Buffer
 	b.ReportAllocs()
 	var cpu time.Duration
