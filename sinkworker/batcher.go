@@ -105,10 +105,11 @@ type batcher struct {
 	// was cut: its next batch starts with that capacity instead of growing
 	// there by doubling (copying and clearing up to twice its rows).
 	sizeHint map[partitionKey]int
-	// cutEarly is when a partition's batch was last cut as idle or caught
-	// up. Its next batch waits for BatchMaxAge again: late events trickling
-	// into a past hour must not make a file per quiet moment.
-	cutEarly map[partitionKey]time.Time
+	// cutEarly is when and why a partition's batch was last cut as idle
+	// or caught up. Its next batch then waits for BatchMaxAge again (see
+	// past): late events trickling into a past hour must not make a file
+	// per quiet moment.
+	cutEarly map[partitionKey]earlyCut
 	ready    []*batch
 	inflight map[*batch]struct{}
 	// openBytes counts open batches; buffered counts everything held.
@@ -132,7 +133,7 @@ func newBatcher(cfg config.Config, m *metrics) *batcher {
 		metrics:    m,
 		open:       map[partitionKey]*batch{},
 		sizeHint:   map[partitionKey]int{},
-		cutEarly:   map[partitionKey]time.Time{},
+		cutEarly:   map[partitionKey]earlyCut{},
 		inflight:   map[*batch]struct{}{},
 	}
 	if cfg.TimeGranularity == config.GranularityDay {
@@ -225,7 +226,7 @@ func (b *batcher) cut(bt *batch, reason string) {
 		if len(b.cutEarly) >= 4096 {
 			clear(b.cutEarly)
 		}
-		b.cutEarly[bt.key] = bt.lastAt
+		b.cutEarly[bt.key] = earlyCut{at: bt.lastAt, reason: reason}
 	}
 	b.ready = append(b.ready, bt)
 	b.metrics.flushes.WithLabelValues(reason).Inc()
@@ -275,7 +276,7 @@ func (b *batcher) tick(now time.Time) {
 		switch {
 		case now.Sub(bt.opened) >= b.maxAge:
 			b.cut(bt, flushMaxAge)
-		case b.added-bt.last >= idleAfter && now.Sub(bt.lastAt) >= idleFor && b.past(bt, now):
+		case b.added-bt.last >= idleAfter && now.Sub(bt.lastAt) >= idleFor && b.past(bt, now, flushIdle):
 			b.cut(bt, flushIdle)
 		}
 	}
@@ -335,15 +336,23 @@ func (b *batcher) lastAdded() time.Time {
 	return b.lastAdd
 }
 
-// past reports whether bt may be cut early, as idle or caught up: its hour
-// (or day) ended more than BatchMaxAge before now, and its partition was
-// not cut early within the last BatchMaxAge. A batch of the live stream's
-// previous hour is cut by BatchMaxAge by then anyway, and late events
-// trickling into a past hour are written once per BatchMaxAge as before:
-// the early cuts only shorten the wait at the end of a backlog, and never
-// make more files than BatchMaxAge does, but one.
-func (b *batcher) past(bt *batch, now time.Time) bool {
-	if t, ok := b.cutEarly[bt.key]; ok && now.Sub(t) < b.maxAge {
+// earlyCut records a batch cut as idle or caught up.
+type earlyCut struct {
+	at     time.Time // the batch's last event
+	reason string
+}
+
+// past reports whether bt may be cut early for reason (idle or caught
+// up): its hour (or day) ended more than BatchMaxAge before now, and its
+// partition was not cut early within the last BatchMaxAge. A batch of the
+// live stream's previous hour is cut by BatchMaxAge by then anyway, and
+// late events trickling into a past hour are written once per BatchMaxAge
+// as before: the early cuts only shorten the wait at the end of a backlog.
+// An idle cut does not hold back the caught-up cut, though: a partition
+// that only looked idle (its fetcher stalled) must still be written when
+// the backlog ends, not BatchMaxAge later.
+func (b *batcher) past(bt *batch, now time.Time, reason string) bool {
+	if e, ok := b.cutEarly[bt.key]; ok && now.Sub(e.at) < b.maxAge && (reason == flushIdle || e.reason == flushCaughtUp) {
 		return false
 	}
 	return time.Unix(bt.key.bucket+b.bucketSize, 0).Add(b.maxAge).Before(now)
@@ -360,7 +369,7 @@ func (b *batcher) cutPast(now time.Time, quiet time.Duration) int {
 	}
 	n := 0
 	for _, bt := range b.open {
-		if b.past(bt, now) {
+		if b.past(bt, now, flushCaughtUp) {
 			b.cut(bt, flushCaughtUp)
 			n++
 		}

@@ -145,3 +145,27 @@ func TestTrickleIntoAPastHourWaitsForMaxAge(t *testing.T) {
 func testBatcher(cfg config.Config) *batcher {
 	return newBatcher(cfg, newMetrics(prometheus.NewRegistry(), nil, cfg.MaxBufferedBytes, false))
 }
+
+// A partition that only looked idle in the middle of a backlog (its fetcher
+// stalled while another went on) is still written as soon as the backlog
+// ends, not BatchMaxAge later.
+func TestIdleCutDoesNotHoldBackTheEndOfABacklog(t *testing.T) {
+	cfg := config.Default()
+	cfg.AckWait = time.Hour // no lease is due: these events have no message
+	b := testBatcher(cfg)
+	now := time.Date(2026, 3, 14, 10, 30, 0, 0, time.UTC)
+	past := now.Add(-2 * time.Hour)
+	b.add(&Row{AppID: "blog", Timestamp: past}, trackedMsg{}, 100, now)
+	for range 40 {
+		b.add(&Row{AppID: "shop", Timestamp: past}, trackedMsg{}, 100, now)
+	}
+	now = now.Add(idleFor)
+	b.tick(now)
+	if len(b.ready) != 1 || b.ready[0].reason != flushIdle {
+		t.Fatalf("ready = %d batches, want blog cut as idle", len(b.ready))
+	}
+	b.add(&Row{AppID: "blog", Timestamp: past}, trackedMsg{}, 100, now)
+	if n := b.cutPast(now.Add(time.Second), time.Second); n != 2 {
+		t.Fatalf("cut %d batches at the end of the backlog, want blog's and shop's", n)
+	}
+}
