@@ -187,10 +187,12 @@ func TestSinkBecomesDeploymentServiceConsumerAndStatus(t *testing.T) {
 		t.Errorf("S3 credentials not taken from the Secret: %+v", env["AWS_ACCESS_KEY_ID"])
 	}
 
-	svc, err := get(t, &corev1.Service{}, ns, "events-metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The Service is created right after the Deployment, by the same reconcile.
+	var svc *corev1.Service
+	eventually(t, 10*time.Second, func() (err error) {
+		svc, err = get(t, &corev1.Service{}, ns, "events-metrics")
+		return err
+	})
 	if !metav1.IsControlledBy(svc, sink) || svc.Spec.Ports[0].Port != 9090 {
 		t.Errorf("Service = %+v owners %+v", svc.Spec.Ports, svc.OwnerReferences)
 	}
