@@ -174,7 +174,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	var fetchers sync.WaitGroup
 	var iters []jetstream.MessagesContext
 	for range w.cfg.Workers {
-		it, err := cons.Messages(jetstream.PullMaxMessages(w.cfg.FetchBatchSize))
+		it, err := cons.Messages(jetstream.PullMaxMessages(w.cfg.FetchBatchSize), jetstream.PullExpiry(pullExpiry))
 		if err != nil {
 			for _, it := range iters {
 				it.Stop()
@@ -381,6 +381,13 @@ func (w *Worker) watchConsumer(stop <-chan struct{}, cons jetstream.Consumer) {
 		}
 	}
 }
+
+// pullExpiry is how long each pull request lives. nats.go notices a pull
+// that went silent (its heartbeats stopped) after twice the heartbeat,
+// half the expiry: with its default 30 s, a hack/bench drain once sat idle
+// for 30 s before the fetcher re-pulled. Re-pulling every 5 s when idle
+// costs the server next to nothing.
+const pullExpiry = 5 * time.Second
 
 // flushersPerWorker is how many flushers (uploads in flight) there are per
 // Config.Workers. With one, a backlog spread over many partitions (many
