@@ -55,7 +55,7 @@ func TestBatchCapacityFollowsThePartitionsLastBatch(t *testing.T) {
 // Once the consumer is caught up, the batches of past hours are cut, but
 // only after no event arrived for the quiet period; the current hour's
 // batch keeps waiting for more events.
-func TestCutClosedWritesPastHoursOnceQuiet(t *testing.T) {
+func TestCutPastWritesPastHoursOnceQuiet(t *testing.T) {
 	cfg := config.Default()
 	b := testBatcher(cfg)
 	now := time.Date(2026, 3, 14, 10, 30, 0, 0, time.UTC)
