@@ -276,7 +276,7 @@ func (b *batcher) tick(now time.Time) {
 		switch {
 		case now.Sub(bt.opened) >= b.maxAge:
 			b.cut(bt, flushMaxAge)
-		case b.added-bt.last >= idleAfter && now.Sub(bt.lastAt) >= idleFor && b.past(bt, now, flushIdle):
+		case b.added-bt.last >= idleAfter && now.Sub(bt.lastAt) >= idleFor && b.mayCutEarly(bt, now, flushIdle):
 			b.cut(bt, flushIdle)
 		}
 	}
@@ -342,7 +342,7 @@ type earlyCut struct {
 	reason string
 }
 
-// past reports whether bt may be cut early for reason (idle or caught
+// mayCutEarly reports whether bt may be cut early for reason (idle or caught
 // up): its hour (or day) ended more than BatchMaxAge before now, and its
 // partition was not cut early within the last BatchMaxAge. A batch of the
 // live stream's previous hour is cut by BatchMaxAge by then anyway, and
@@ -351,7 +351,7 @@ type earlyCut struct {
 // An idle cut does not hold back the caught-up cut, though: a partition
 // that only looked idle (its fetcher stalled) must still be written when
 // the backlog ends, not BatchMaxAge later.
-func (b *batcher) past(bt *batch, now time.Time, reason string) bool {
+func (b *batcher) mayCutEarly(bt *batch, now time.Time, reason string) bool {
 	if e, ok := b.cutEarly[bt.key]; ok && now.Sub(e.at) < b.maxAge && (reason == flushIdle || e.reason == flushCaughtUp) {
 		return false
 	}
@@ -369,7 +369,7 @@ func (b *batcher) cutPast(now time.Time, quiet time.Duration) int {
 	}
 	n := 0
 	for _, bt := range b.open {
-		if b.past(bt, now, flushCaughtUp) {
+		if b.mayCutEarly(bt, now, flushCaughtUp) {
 			b.cut(bt, flushCaughtUp)
 			n++
 		}
