@@ -107,7 +107,7 @@ type batcher struct {
 	sizeHint map[partitionKey]int
 	// cutEarly is when and why a partition's batch was last cut as idle
 	// or caught up. Its next batch then waits for BatchMaxAge again (see
-	// past): late events trickling into a past hour must not make a file
+	// mayCutEarly): late events trickling into a past hour must not make a file
 	// per quiet moment.
 	cutEarly map[partitionKey]earlyCut
 	ready    []*batch
