@@ -17,7 +17,8 @@ bin="$root/bin"
 cache="${JETSINK_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/jetsink-tools}"
 mkdir -p "$bin" "$cache"
 
-# tool -> "module-dir|module|package"
+# tool -> "module-dir|module|package[|binary]" (binary defaults to the tool's
+# name: `install.sh toxiproxy` links bin/toxiproxy-server)
 spec() {
   case "$1" in
     kube-apiserver) echo ".|k8s.io/kubernetes|k8s.io/kubernetes/cmd/kube-apiserver" ;;
@@ -27,17 +28,20 @@ spec() {
     helm)           echo "helm|helm.sh/helm/v3|helm.sh/helm/v3/cmd/helm" ;;
     versitygw)      echo "versitygw|github.com/versity/versitygw|github.com/versity/versitygw/cmd/versitygw" ;;
     nats)           echo "natscli|github.com/nats-io/natscli|github.com/nats-io/natscli/nats" ;;
+    nats-server)    echo "nats-server|github.com/nats-io/nats-server/v2|github.com/nats-io/nats-server/v2" ;;
+    toxiproxy)      echo "toxiproxy|github.com/Shopify/toxiproxy/v2|github.com/Shopify/toxiproxy/v2/cmd/server|toxiproxy-server" ;;
     *) echo "install.sh: unknown tool $1" >&2; exit 2 ;;
   esac
 }
 
 for tool in "$@"; do
-  IFS='|' read -r dir module pkg <<<"$(spec "$tool")"
+  IFS='|' read -r dir module pkg binary <<<"$(spec "$tool")"
+  binary=${binary:-$tool}
   moddir="$here/$dir"
   version=$(cd "$moddir" && go list -m -f '{{.Version}}' "$module")
-  name="$tool-$version"
+  name="$binary-$version"
   if [ ! -x "$cache/$name" ]; then
-    echo "install.sh: building $tool $version (first use; cached in $cache)" >&2
+    echo "install.sh: building $binary $version (first use; cached in $cache)" >&2
     # -trimpath and no VCS stamping keep the build reproducible; CGO off gives
     # static binaries that run anywhere on this machine.
     (cd "$moddir" && CGO_ENABLED=0 go build -trimpath -o "$cache/$name.tmp" "$pkg")
@@ -46,5 +50,5 @@ for tool in "$@"; do
   if [ ! -x "$bin/$name" ]; then
     cp "$cache/$name" "$bin/$name.tmp" && mv "$bin/$name.tmp" "$bin/$name"
   fi
-  ln -sfn "$name" "$bin/$tool"
+  ln -sfn "$name" "$bin/$binary"
 done
