@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 	"unsafe"
+
+	"github.com/jetsink/jetsink/sinkworker/config"
 )
 
 // Row is one event as written to Parquet: the envelope's fields plus where it
@@ -40,7 +42,12 @@ const (
 	reasonInvalidAppID     = "invalid_app_id"
 	reasonMissingEvent     = "missing_event"
 	reasonMissingTimestamp = "missing_timestamp"
+	// reasonInvalidTimestamp is a timestamp that is neither an RFC 3339
+	// string nor a JSON number.
 	reasonInvalidTimestamp = "invalid_timestamp"
+	// reasonTimestampOutOfRange is a well-formed timestamp outside
+	// [Config.EventTimeMin, now + Config.EventTimeMaxAhead].
+	reasonTimestampOutOfRange = "timestamp_out_of_range"
 	// reasonDeadLetterLoop marks a message that already carries our error
 	// header: the dead-letter subject is inside the consumer's filter, and
 	// publishing it again would loop forever.
@@ -82,9 +89,78 @@ type envelope struct {
 const maxAppIDLen = 128
 
 // decoder turns message bodies into Rows. Each fetcher owns one, so its
-// scratch envelope is reused without locking.
+// scratch envelope and its event-time window are used without locking. Its
+// zero value accepts config.Default()'s window; newDecoder takes a Config's.
 type decoder struct {
 	env envelope
+	win eventWindow
+}
+
+// newDecoder returns a decoder that accepts event times in cfg's window.
+func newDecoder(cfg config.Config) decoder {
+	return decoder{win: eventWindow{min: cfg.EventTimeMin, maxAhead: cfg.EventTimeMaxAhead, set: true}}
+}
+
+// defaultMinEventTime and defaultMaxAhead are config.Default()'s window,
+// used by a decoder's zero value.
+var defaultMinEventTime, defaultMaxAhead = func() (time.Time, time.Duration) {
+	c := config.Default()
+	return c.EventTimeMin, c.EventTimeMaxAhead
+}()
+
+// eventWindow is the range of event times accepted: [min, now + maxAhead].
+//
+// Reading the clock for every event would cost more than the rest of the
+// timestamp's checks, so the upper bound is cached: max is now + maxAhead as
+// of the last refresh. Time only moves on, so the cached bound is at most
+// the true one: an event within it is within the window. An event beyond
+// it refreshes the bound from the clock before being judged, and so does
+// every refreshEvery'th event, so that a wall clock stepped back does not
+// leave a stale, too-late bound in place for long.
+type eventWindow struct {
+	min      time.Time
+	maxAhead time.Duration
+	set      bool             // min and maxAhead were given; else the defaults
+	now      func() time.Time // the clock; nil is time.Now (tests fix it)
+	max      time.Time        // now + maxAhead, as of the last refresh
+	n        int              // events judged since the last refresh
+}
+
+const refreshEvery = 1 << 14
+
+// check returns nil if ts is in the window, else a timestamp_out_of_range
+// poison naming ts and the window.
+func (w *eventWindow) check(ts time.Time) error {
+	w.n++
+	if ts.After(w.max) || w.n >= refreshEvery {
+		w.refresh()
+	}
+	if ts.Before(w.min) || ts.After(w.max) {
+		return w.outOfRange(ts.Format(time.RFC3339Nano))
+	}
+	return nil
+}
+
+func (w *eventWindow) refresh() {
+	if !w.set {
+		w.min, w.maxAhead, w.set = defaultMinEventTime, defaultMaxAhead, true
+	}
+	now := time.Now
+	if w.now != nil {
+		now = w.now
+	}
+	w.max = now().Add(w.maxAhead)
+	w.n = 0
+}
+
+// outOfRange is the poison for an event time (or an epoch number too large
+// to be one) outside the window.
+func (w *eventWindow) outOfRange(what string) error {
+	if w.max.IsZero() { // never refreshed (a number too large to be a time)
+		w.refresh()
+	}
+	return poison(reasonTimestampOutOfRange, what+" is outside the accepted window ["+
+		w.min.UTC().Format(time.RFC3339)+", "+w.max.UTC().Format(time.RFC3339)+"] (EVENT_TIME_MIN, now + EVENT_TIME_MAX_AHEAD)")
 }
 
 // decode fills row from data, or returns a *poisonError.
@@ -95,7 +171,7 @@ type decoder struct {
 // every event that turns out to be poison, goes through decodeStd, so what
 // is poison and why is decided by encoding/json exactly as before.
 func (d *decoder) decode(data []byte, row *Row) error {
-	if fastDecode(data, row) {
+	if fastDecode(data, row, &d.win) {
 		return nil
 	}
 	return d.decodeStd(data, row)
@@ -120,7 +196,7 @@ func (d *decoder) decodeStd(data []byte, row *Row) error {
 	case e.Event == "":
 		return poison(reasonMissingEvent, "")
 	}
-	ts, err := parseTimestamp(e.Timestamp)
+	ts, err := d.win.parseTimestamp(e.Timestamp)
 	if err != nil {
 		return err
 	}
@@ -155,15 +231,23 @@ func validAppID(s string) bool {
 	return true
 }
 
-// Event times outside these bounds are rejected: they are clock or unit
-// mistakes (seconds sent as millis), and would land in absurd partitions.
-var (
-	minEventTime = time.Date(1970, 1, 1, 0, 0, 0, 0, time.UTC)
-	maxEventTime = time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC)
-)
-
-// parseTimestamp accepts an RFC 3339 string or epoch milliseconds.
-func parseTimestamp(raw json.RawMessage) (time.Time, error) {
+// parseTimestamp reads an event time and checks it against the window.
+//
+// A JSON string is RFC 3339 (with any fraction of a second). A JSON number
+// is an epoch time whose unit is decided by its magnitude alone:
+//
+//   - |n| < 1e11: epoch seconds (1e11 s is the year 5138);
+//   - |n| ≥ 1e11: epoch milliseconds (1e11 ms is 1973-03-03T09:46:40Z).
+//
+// Fractions are allowed in both and kept to the microsecond (truncated).
+// Config.EventTimeMin is never before 1e11 ms (config.MinEventTimeFloor),
+// so no number is a valid event time in both units and this rule cannot
+// misread one: a number read in the wrong unit would have been out of the
+// window either way.
+//
+// An unreadable value is invalid_timestamp; a readable one outside the
+// window (or too large to be a time at all) is timestamp_out_of_range.
+func (w *eventWindow) parseTimestamp(raw json.RawMessage) (time.Time, error) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || string(raw) == "null" {
 		return time.Time{}, poison(reasonMissingTimestamp, "")
@@ -185,30 +269,134 @@ func parseTimestamp(raw json.RawMessage) (time.Time, error) {
 		if err != nil {
 			return time.Time{}, poison(reasonInvalidTimestamp, "not RFC 3339: "+strings.Clone(s))
 		}
-		ts = t
+		ts = t.UTC()
 	} else {
-		ms, err := strconv.ParseInt(string(raw), 10, 64)
-		if err != nil {
-			f, ferr := strconv.ParseFloat(string(raw), 64)
-			if ferr != nil || f != f {
-				return time.Time{}, poison(reasonInvalidTimestamp, "not epoch milliseconds: "+string(raw))
-			}
-			if f < -1e15 || f > 1e15 {
-				return time.Time{}, poison(reasonInvalidTimestamp, "out of range: "+string(raw))
-			}
-			ts = time.UnixMicro(int64(f * 1000))
-		} else {
-			if ms < -1e15 || ms > 1e15 {
-				return time.Time{}, poison(reasonInvalidTimestamp, "out of range: "+string(raw))
-			}
-			ts = time.UnixMilli(ms)
+		us, r := epochMicros(raw)
+		switch r {
+		case epochInvalid:
+			return time.Time{}, poison(reasonInvalidTimestamp, "not an RFC 3339 string or an epoch number: "+string(raw))
+		case epochTooLarge:
+			return time.Time{}, w.outOfRange("epoch number " + string(raw))
 		}
+		ts = time.UnixMicro(us).UTC()
 	}
-	ts = ts.UTC()
-	if ts.Before(minEventTime) || ts.After(maxEventTime) {
-		return time.Time{}, poison(reasonInvalidTimestamp, "out of range: "+ts.Format(time.RFC3339))
+	if err := w.check(ts); err != nil {
+		return time.Time{}, err
 	}
 	return ts, nil
+}
+
+// Results of epochMicros besides a time.
+const (
+	epochOK = iota
+	epochInvalid
+	epochTooLarge // |µs| ≥ 1e18 (past the year 33000)
+)
+
+// epochSecondsBelow is where epoch numbers stop being seconds and start
+// being milliseconds (see parseTimestamp).
+const epochSecondsBelow = 1e11
+
+// epochMicros reads a JSON number as an epoch time in microseconds, in
+// seconds or milliseconds by its magnitude (see parseTimestamp). It is
+// exact: the decimal digits are scaled, never rounded through a float, so
+// 1700000000.123456 is 1700000000123456 µs, and digits past the microsecond
+// are dropped (truncated toward zero).
+func epochMicros(raw []byte) (int64, int) {
+	// -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+	i := 0
+	neg := i < len(raw) && raw[i] == '-'
+	if neg {
+		i++
+	}
+	intStart := i
+	for i < len(raw) && '0' <= raw[i] && raw[i] <= '9' {
+		i++
+	}
+	intPart := raw[intStart:i]
+	if len(intPart) == 0 || len(intPart) > 1 && intPart[0] == '0' {
+		return 0, epochInvalid
+	}
+	var frac []byte
+	if i < len(raw) && raw[i] == '.' {
+		i++
+		fs := i
+		for i < len(raw) && '0' <= raw[i] && raw[i] <= '9' {
+			i++
+		}
+		if frac = raw[fs:i]; len(frac) == 0 {
+			return 0, epochInvalid
+		}
+	}
+	exp := 0
+	if i < len(raw) && (raw[i] == 'e' || raw[i] == 'E') {
+		i++
+		eneg := false
+		if i < len(raw) && (raw[i] == '+' || raw[i] == '-') {
+			eneg = raw[i] == '-'
+			i++
+		}
+		es := i
+		for i < len(raw) && '0' <= raw[i] && raw[i] <= '9' {
+			if exp < 1e6 { // beyond, the number is 0 or too large anyway
+				exp = exp*10 + int(raw[i]-'0')
+			}
+			i++
+		}
+		if i == es {
+			return 0, epochInvalid
+		}
+		if eneg {
+			exp = -exp
+		}
+	}
+	if i != len(raw) {
+		return 0, epochInvalid
+	}
+
+	// The value is the digits intPart+frac, d[lead:trail+1] once zeros on
+	// either end are dropped, times 10^e10.
+	n := len(intPart) + len(frac)
+	digit := func(k int) byte {
+		if k < len(intPart) {
+			return intPart[k]
+		}
+		return frac[k-len(intPart)]
+	}
+	lead := 0
+	for lead < n && digit(lead) == '0' {
+		lead++
+	}
+	if lead == n {
+		return 0, epochOK // zero: 1970, which the window rejects
+	}
+	trail := n - 1
+	for digit(trail) == '0' {
+		trail--
+	}
+	nd := trail - lead + 1
+	e10 := exp - len(frac) + (n - 1 - trail)
+	// The value has nd+e10 digits before the point, so it is below 1e11
+	// exactly when nd+e10 ≤ 11.
+	scale := 3 // milliseconds to µs
+	if nd+e10 <= 11 {
+		scale = 6 // seconds to µs
+	}
+	s := e10 + scale // µs = digits × 10^s, truncated
+	if nd+s > 18 {
+		return 0, epochTooLarge
+	}
+	var us int64
+	for k := lead; k < lead+nd+s && k <= trail; k++ { // nd+s ≤ 0: under 1 µs
+		us = us*10 + int64(digit(k)-'0')
+	}
+	for ; s > 0; s-- {
+		us *= 10
+	}
+	if neg {
+		us = -us
+	}
+	return us, epochOK
 }
 
 // unquote decodes a JSON string. Apart from parseTimestamp, so that its
@@ -228,5 +416,28 @@ func jsonObject(name string, raw json.RawMessage) (string, error) {
 	if raw[0] != '{' {
 		return "", poison(reasonInvalidField, name+" must be an object")
 	}
-	return string(raw), nil
+	return validUTF8(raw), nil
+}
+
+// validUTF8 returns raw as a string with each byte that is not part of
+// valid UTF-8 replaced by U+FFFD, as encoding/json does when it decodes a
+// string (one U+FFFD per byte utf8.DecodeRune rejects, unlike
+// strings.ToValidUTF8, which merges a run into one). In valid JSON such
+// bytes can only be inside strings, so the result is still the same JSON
+// with valid strings, fit for a STRING column.
+func validUTF8(raw []byte) string {
+	if utf8.Valid(raw) {
+		return string(raw)
+	}
+	b := make([]byte, 0, len(raw)+8)
+	for len(raw) > 0 {
+		r, size := utf8.DecodeRune(raw)
+		if r == utf8.RuneError && size == 1 {
+			b = utf8.AppendRune(b, utf8.RuneError)
+		} else {
+			b = append(b, raw[:size]...)
+		}
+		raw = raw[size:]
+	}
+	return string(b)
 }

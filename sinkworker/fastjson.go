@@ -40,7 +40,10 @@ const maxFastDepth = 64
 // while row is in use: a JetStream message's data is its own copy of the
 // payload, never written to, and it is held until the row is written
 // anyway, so a second copy would only double what a batch holds.
-func fastDecode(data []byte, row *Row) bool {
+//
+// win is the decoder's window of event times: an event outside it is
+// poison, which is declined like all poison.
+func fastDecode(data []byte, row *Row, win *eventWindow) bool {
 	var p fastParser
 	p.data = data
 	// Spans of the fields in data: [start, end).
@@ -78,7 +81,14 @@ func fastDecode(data []byte, row *Row) bool {
 					return false
 				}
 			default:
+				p.nonASCII = false
 				if !p.value(0) {
+					return false
+				}
+				// encoding/json replaces invalid UTF-8 in the string
+				// fields; decodeStd does so in properties and context
+				// too. Left to it: rare, and it allocates.
+				if p.nonASCII && (f == fProperties || f == fContext) && !utf8.Valid(data[vs:p.i]) {
 					return false
 				}
 			}
@@ -127,7 +137,7 @@ func fastDecode(data []byte, row *Row) bool {
 	if app == "" || !validAppID(app) || event == "" {
 		return false
 	}
-	ts, err := parseTimestamp(raw(fTimestamp))
+	ts, err := win.parseTimestamp(raw(fTimestamp))
 	if err != nil {
 		return false
 	}
@@ -212,6 +222,9 @@ func asciiEqualFold(a string, b []byte) bool {
 type fastParser struct {
 	data []byte
 	i    int
+	// nonASCII is set by string when it skips a byte ≥ 0x80, which may be
+	// invalid UTF-8.
+	nonASCII bool
 }
 
 func (p *fastParser) ws() {
@@ -362,8 +375,18 @@ func (p *fastParser) value(depth int) bool {
 	return false
 }
 
+// plainASCII marks the bytes string passes over without a second look:
+// printable ASCII but '"' and '\\'.
+var plainASCII = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
 // string skips a string: any byte but a control character, and valid
-// escapes (encoding/json does not check UTF-8 here; nor does this).
+// escapes (encoding/json's scanner does not check UTF-8; nor does this, but
+// it notes non-ASCII bytes in nonASCII for the caller to check).
 func (p *fastParser) string() bool {
 	if !p.eat('"') {
 		return false
@@ -371,11 +394,16 @@ func (p *fastParser) string() bool {
 	for p.i < len(p.data) {
 		c := p.data[p.i]
 		p.i++
+		if plainASCII[c] {
+			continue
+		}
 		switch {
 		case c == '"':
 			return true
 		case c < 0x20:
 			return false
+		case c >= utf8.RuneSelf:
+			p.nonASCII = true
 		case c == '\\':
 			if p.i >= len(p.data) {
 				return false

@@ -12,9 +12,12 @@ import (
 // decodeBoth decodes data with the fast path (decode) and with
 // encoding/json alone (decodeStd), and fails the test when they disagree:
 // on the row, on poison or not, or on the reason and detail of the poison.
+//
+// Both decoders read testClock, so that they agree on the window, which
+// poison details name.
 func decodeBoth(t testing.TB, data []byte) (Row, error) {
 	t.Helper()
-	var d1, d2 decoder
+	d1, d2 := testDecoder(), testDecoder()
 	var r1, r2 Row
 	e1 := d1.decode(data, &r1)
 	e2 := d2.decodeStd(data, &r2)
@@ -30,10 +33,21 @@ func decodeBoth(t testing.TB, data []byte) (Row, error) {
 		t.Fatalf("decode(%q):\n fast %+v\n std  %+v", data, r1, r2)
 	}
 	var r3 Row
-	if fastDecode(data, &r3) && e2 != nil {
+	if d3 := testDecoder(); fastDecode(data, &r3, &d3.win) && e2 != nil {
 		t.Fatalf("fastDecode accepted %q, which is poison: %v", data, e2)
 	}
 	return r1, e1
+}
+
+// testClock is the decoders' now in the differential tests: fixed, so that
+// the corpus means the same on any day.
+var testClock = time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+
+// testDecoder is a decoder with config.Default()'s window and testClock.
+func testDecoder() decoder {
+	var d decoder
+	d.win.now = func() time.Time { return testClock }
+	return d
 }
 
 // decodeCorpus is valid and poison envelopes, written to reach every branch
@@ -61,6 +75,32 @@ var decodeCorpus = []string{
 	`{"app_id":"shop","event":"x","timestamp":1700000000000,"properties":{"a":1,"a":2}}`,
 	`{"app_id":"shop","event":"x","timestamp":` + strings.Repeat("[", 100) + strings.Repeat("]", 100) + `}`,
 	`{"app_id":"shop","event":"x","timestamp":1700000000000,"x":` + strings.Repeat("[", 100) + strings.Repeat("]", 100) + `}`,
+	// Epoch seconds, milliseconds and their boundary; the window (testClock
+	// + 24h) and just outside it.
+	`{"app_id":"shop","event":"x","timestamp":1700000000}`,
+	`{"app_id":"shop","event":"x","timestamp":1700000000.123456789}`,
+	`{"app_id":"shop","event":"x","timestamp":1.7e9}`,
+	`{"app_id":"shop","event":"x","timestamp":17000000000e-1}`,
+	`{"app_id":"shop","event":"x","timestamp":1700000000e3}`,
+	`{"app_id":"shop","event":"x","timestamp":1.7000000000000E+12}`,
+	`{"app_id":"shop","event":"x","timestamp":0.0}`,
+	`{"app_id":"shop","event":"x","timestamp":-0}`,
+	`{"app_id":"shop","event":"x","timestamp":99999999999.9999999}`,
+	`{"app_id":"shop","event":"x","timestamp":100000000000}`,
+	`{"app_id":"shop","event":"x","timestamp":1e-7}`,
+	`{"app_id":"shop","event":"x","timestamp":1e1000000000}`,
+	`{"app_id":"shop","event":"x","timestamp":1e-1000000000}`,
+	`{"app_id":"shop","event":"x","timestamp":946684799}`,
+	`{"app_id":"shop","event":"x","timestamp":946684800}`,
+	`{"app_id":"shop","event":"x","timestamp":"1999-12-31T23:59:59.999999999Z"}`,
+	`{"app_id":"shop","event":"x","timestamp":"2026-06-02T12:00:00Z"}`,
+	`{"app_id":"shop","event":"x","timestamp":"2026-06-02T12:00:00.000000001Z"}`,
+	`{"app_id":"shop","event":"x","timestamp":"9999-12-31T23:59:59Z"}`,
+	`{"app_id":"shop","event":"x","timestamp":4102444800}`,
+	// Invalid UTF-8 in properties and context (valid JSON: encoding/json
+	// replaces it in strings).
+	"{\"app_id\":\"shop\",\"event\":\"x\",\"timestamp\":1700000000000,\"context\":{\"\xc3\":\"a\xe2\x82\"},\"properties\":{\"k\":\"é\"}}",
+	"{\"app_id\":\"shop\",\"event\":\"x\",\"timestamp\":1700000000000,\"properties\":{\"k\":[\"\xed\xa0\x80\", \"€\"]}}",
 	// Poison.
 	`{"app_id":"shop","event":"x","timestamp":`,
 	`not json at all`,
@@ -116,7 +156,7 @@ func TestFastDecodeTakesCommonEvents(t *testing.T) {
 		ev := testEvent{ID: fmt.Sprintf("ev-%06d", i), App: "shop", TS: base.Add(time.Duration(i) * time.Second)}
 		body := ev.body(i)
 		var row Row
-		if !fastDecode(body, &row) {
+		if d := testDecoder(); !fastDecode(body, &row, &d.win) {
 			t.Fatalf("fast path declined %s", body)
 		}
 		want, err := decodeBoth(t, body)
@@ -127,10 +167,10 @@ func TestFastDecodeTakesCommonEvents(t *testing.T) {
 			t.Fatalf("row %+v for %s", row, body)
 		}
 	}
-	for _, i := range []int{0, 1, 2, 3, 4, 5, 6, 8, 18, 19} {
+	for _, i := range []int{0, 1, 2, 3, 4, 5, 6, 8, 18, 19, 22, 23, 24} {
 		body := decodeCorpus[i]
 		var row Row
-		if !fastDecode([]byte(body), &row) {
+		if d := testDecoder(); !fastDecode([]byte(body), &row, &d.win) {
 			t.Errorf("fast path declined %s", body)
 		}
 	}
