@@ -8,22 +8,24 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// Backoff is the NAK delay after a failed upload: Base doubled for every
-// earlier delivery, capped at Max. Redelivery then never becomes a storm
-// against an S3 that is already failing.
+// Backoff is the wait before the next try of something that failed
+// outside the worker: an upload (by attempt) or a dead-letter publish (by
+// delivery, as a NAK delay). Base doubled for every earlier try, capped at
+// Max, so a failing S3 or NATS never gets a storm of retries, and a long
+// outage is noticed within Max of its end.
 type Backoff struct {
 	Base time.Duration
 	Max  time.Duration
 }
 
-// DefaultBackoff spreads MaxDeliver=10 attempts over about 13 minutes of
-// S3 outage before an event is dead-lettered.
-var DefaultBackoff = Backoff{Base: 2 * time.Second, Max: 5 * time.Minute}
+// DefaultBackoff retries within 30 s of an outage ending, however long it
+// lasted.
+var DefaultBackoff = Backoff{Base: time.Second, Max: 30 * time.Second}
 
-// Delay is the NAK delay for a message on its deliveries-th delivery.
-func (b Backoff) Delay(deliveries uint64) time.Duration {
+// Delay is the wait after the tries-th failed try.
+func (b Backoff) Delay(tries uint64) time.Duration {
 	d := b.Base
-	for i := uint64(1); i < deliveries && d < b.Max; i++ {
+	for i := uint64(1); i < tries && d < b.Max; i++ {
 		d *= 2
 	}
 	return min(d, b.Max)
@@ -34,12 +36,15 @@ func (b Backoff) Delay(deliveries uint64) time.Duration {
 // themselves: a flusher goes on to its next upload at once, and the ACKs
 // of every batch written meanwhile are confirmed by a single flush.
 type acker struct {
-	nc         *nats.Conn
-	backoff    Backoff
-	maxDeliver int
-	dead       *deadLetterer
-	metrics    *metrics
-	log        *slog.Logger
+	nc      *nats.Conn
+	backoff Backoff
+	// maxDeliver is the worker's own bound (Config.MaxDeliver) on an event
+	// whose batch cannot be encoded; consumerMaxDeliver is the consumer's
+	// (-1 or 0: unlimited), after which JetStream drops an event silently.
+	maxDeliver, consumerMaxDeliver int
+	dead                           *deadLetterer
+	metrics                        *metrics
+	log                            *slog.Logger
 	// written queues batches whose file is in S3, for run to ACK; release
 	// hands their memory back to the batcher once they are ACKed.
 	written chan *batch
@@ -104,14 +109,18 @@ func (a *acker) ack(ctx context.Context, batches []*batch) {
 	a.metrics.ackErrors.Add(float64(failed))
 }
 
-// nak hands a batch that was not written back to JetStream. immediate (on
-// shutdown) asks for redelivery now, to another worker; otherwise the delay
-// backs off with the delivery count. A message on its last allowed delivery
-// would be dropped by JetStream after a NAK, so it is dead-lettered instead.
+// nak hands a batch that was not written back to JetStream: at shutdown
+// (immediate, for redelivery to another worker now), or because it cannot
+// be encoded (after a delay that backs off with the deliveries). It is
+// never called because S3 failed: those batches are retried in place.
+//
+// An event on the consumer's last allowed delivery would be dropped by
+// JetStream after a NAK, and one that could not be encoded MaxDeliver
+// times will not be, so those are dead-lettered instead.
 func (a *acker) nak(ctx context.Context, msgs []trackedMsg, immediate bool, cause error) {
 	failed := 0
 	for _, m := range msgs {
-		if a.maxDeliver > 0 && m.deliveries >= uint64(a.maxDeliver) {
+		if a.lastDelivery(m, immediate) {
 			a.dead.handle(ctx, m, &poisonError{reason: reasonMaxDeliveries, detail: cause.Error()})
 			continue
 		}
@@ -132,6 +141,17 @@ func (a *acker) nak(ctx context.Context, msgs []trackedMsg, immediate bool, caus
 			"events", len(msgs), "error", err)
 	}
 	a.metrics.ackErrors.Add(float64(failed))
+}
+
+// lastDelivery reports whether m must not be NAKed again. Deliveries spent
+// by restarts, kills and lost leases count towards the consumer's limit
+// (a consumer the operator makes has none), but towards the worker's own
+// only when the batch itself failed, not at shutdown.
+func (a *acker) lastDelivery(m trackedMsg, shutdown bool) bool {
+	if a.consumerMaxDeliver > 0 && m.deliveries >= uint64(a.consumerMaxDeliver) {
+		return true
+	}
+	return !shutdown && a.maxDeliver > 0 && m.deliveries >= uint64(a.maxDeliver)
 }
 
 // flush waits until the server has read everything sent so far, for at most

@@ -94,3 +94,26 @@ func BenchmarkAck(b *testing.B) {
 		})
 	}
 }
+
+// Only the consumer's own limit, or the worker's on a batch that failed by
+// itself, stops a NAK: a shutdown never dead-letters an event because of
+// deliveries that restarts and lost leases spent.
+func TestLastDelivery(t *testing.T) {
+	for _, tc := range []struct {
+		name                string
+		maxDeliver, consMax int
+		deliveries          uint64
+		shutdown, want      bool
+	}{
+		{"unlimited consumer, shutdown, many deliveries", 3, -1, 50, true, false},
+		{"unlimited consumer, encode failure below the bound", 3, -1, 2, false, false},
+		{"unlimited consumer, encode failure at the bound", 3, -1, 3, false, true},
+		{"limited consumer, its last delivery, shutdown", 10, 4, 4, true, true},
+		{"limited consumer, before its last delivery", 10, 4, 3, true, false},
+	} {
+		a := &acker{maxDeliver: tc.maxDeliver, consumerMaxDeliver: tc.consMax}
+		if got := a.lastDelivery(trackedMsg{deliveries: tc.deliveries}, tc.shutdown); got != tc.want {
+			t.Errorf("%s: lastDelivery = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

@@ -1,8 +1,10 @@
 package sinkworker
 
 import (
+	"errors"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -41,17 +43,30 @@ const (
 	idleFor    = 250 * time.Millisecond
 )
 
-// eventOverhead is what a buffered event costs beyond its body: the
-// jetstream.Msg with its subject and reply strings, and the Row and
-// trackedMsg in their batch's slices, with the slices' growth slack. The
-// Row's strings alias the body (fastDecode). Measured: the heap grew by
-// the body + about 520 B per event with 60,000 events held in 120
-// partitions, the in-process NATS server's per-message state included
-// (TestBufferedBytesMatchTheHeap); the rest is slack for smaller batches,
-// whose slices have more room to spare.
-const eventOverhead = 576
+// eventOverhead is what a buffered event costs beyond its body and its
+// slot in the batch's slices (slotSize, counted by capacity): the
+// jetstream.Msg with its subject and reply strings, and the copy of its
+// interface a flusher takes. The Row's strings alias the body (fastDecode).
+// Measured by TestBufferedBytesMatchTheHeap against the live heap, the
+// in-process NATS server's per-message state included.
+const eventOverhead = 320
 
-// eventSize is what one buffered event counts against MaxBufferedBytes.
+// slotSize is what one slot of a batch's rows and msgs slices holds. A new
+// partition's batch pre-allocates slots, so they are counted by capacity,
+// not by events: 5,000 one-event partitions each pre-allocating 256 slots
+// once grew the heap by 320 MiB while 3.7 MiB was counted.
+const (
+	rowSize  = int64(unsafe.Sizeof(Row{}))
+	msgSize  = int64(unsafe.Sizeof(trackedMsg{}))
+	slotSize = rowSize + msgSize
+)
+
+// newBatchSlots is the capacity of a partition's first batch; later ones
+// start with what the last one needed (sizeHint).
+const newBatchSlots = 32
+
+// eventSize is what one buffered event counts against MaxBufferedBytes,
+// besides its slot.
 func eventSize(body []byte) int64 { return int64(len(body)) + eventOverhead }
 
 // trackedMsg is the JetStream side of a trackedEvent: kept until the batch
@@ -71,10 +86,13 @@ type partitionKey struct {
 // batch is the unit of writing: one partition's events, one Parquet file,
 // ACKed or NAKed together. rows[i] and msgs[i] are the same event.
 type batch struct {
-	key    partitionKey
-	rows   []Row
-	msgs   []trackedMsg
-	bytes  int64
+	key   partitionKey
+	rows  []Row
+	msgs  []trackedMsg
+	bytes int64 // the events' eventSize: what BatchMaxBytes is checked against
+	// slots is what the slices' capacity holds (slotSize each); bytes +
+	// slots is what the batch counts against MaxBufferedBytes.
+	slots  int64
 	opened time.Time // first event's arrival; BatchMaxAge counts from here
 	last   uint64    // the batcher's added count at this batch's last event
 	lastAt time.Time // and when it came
@@ -97,6 +115,10 @@ type batcher struct {
 	leaseAfter  time.Duration
 	bucketSize  int64 // seconds
 	metrics     *metrics
+	// connected reports whether the NATS connection is up. A lease sent
+	// while it is down sits in the client's reconnect buffer and may reach
+	// the server after AckWait, or never: it is not counted as sent.
+	connected func() bool
 
 	mu   sync.Mutex
 	cond *sync.Cond // broadcast on: batch ready, bytes released, state change
@@ -117,6 +139,7 @@ type batcher struct {
 	lastAdd                   time.Time // when the last event was added
 	added                     uint64    // events added, ever
 	closed                    bool      // no more events; flushers exit when ready is empty
+	stopFetch                 bool      // draining: paused fetchers stop waiting for room
 	aborted                   bool      // shutdown deadline passed: hand nothing out
 }
 
@@ -143,34 +166,56 @@ func newBatcher(cfg config.Config, m *metrics) *batcher {
 	return b
 }
 
-// add buffers one decoded event. It blocks while the memory budget is spent
-// and returns false, without keeping the event, once the batcher is closed
-// or aborted: the caller then NAKs the message.
+// add buffers one decoded event, waiting for the memory budget for as
+// long as it takes. It returns false, without keeping the event, once the
+// batcher is closed or aborted: the caller then NAKs the message.
 func (b *batcher) add(row *Row, m trackedMsg, size int64, now time.Time) bool {
+	added, _ := b.addWithin(row, m, size, now, 0)
+	return added
+}
+
+// addWithin is add with a limit on the wait for the budget: patience 0
+// waits for ever, a negative one not at all (the event is taken over the
+// budget). full reports that patience ran out and the event was not kept.
+func (b *batcher) addWithin(row *Row, m trackedMsg, size int64, now time.Time, patience time.Duration) (added, full bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	key := partitionKey{app: row.AppID, bucket: row.Timestamp.Unix() - row.Timestamp.Unix()%b.bucketSize}
+	bt := b.open[key]
+	need := size + b.slotsNeeded(bt, key)*slotSize
+	var wake *time.Timer // only when it waits: not a timer per event
 	// An event larger than the whole budget is let through alone, or it
 	// could never be written.
-	for !b.closed && !b.aborted && b.buffered > 0 && b.buffered+size > b.maxBuffered {
+	for patience >= 0 && !b.closed && !b.aborted && b.buffered > 0 && b.buffered+need > b.maxBuffered {
+		if patience > 0 {
+			if wake == nil {
+				wake = time.AfterFunc(patience, func() {
+					b.mu.Lock()
+					b.cond.Broadcast()
+					b.mu.Unlock()
+				})
+				defer wake.Stop()
+			} else if time.Since(now) >= patience {
+				return false, true
+			}
+		}
 		// Cut the largest partitions until, once their uploads finish, at
 		// least half the budget is free: cutting less would make many tiny
 		// files under a steady backlog.
-		for b.openBytes > 0 && b.openBytes+size > b.maxBuffered/2 {
+		for b.openBytes > 0 && b.openBytes+need > b.maxBuffered/2 {
 			b.cut(b.largestOpen(), flushMemory)
 		}
 		b.cond.Wait()
+		// Cuts and waits may have closed this partition's batch.
+		bt = b.open[key]
+		need = size + b.slotsNeeded(bt, key)*slotSize
 	}
 	if b.closed || b.aborted {
-		return false
+		return false, false
 	}
-	key := partitionKey{app: row.AppID, bucket: row.Timestamp.Unix() - row.Timestamp.Unix()%b.bucketSize}
-	bt := b.open[key]
 	if bt == nil {
-		n := min(b.maxEvents, 256)
-		if h, ok := b.sizeHint[key]; ok {
-			delete(b.sizeHint, key)
-			n = max(n, min(h, b.maxEvents))
-		}
+		n := b.newSlots(key)
+		delete(b.sizeHint, key)
 		bt = &batch{
 			key:    key,
 			rows:   make([]Row, 0, n),
@@ -179,10 +224,18 @@ func (b *batcher) add(row *Row, m trackedMsg, size int64, now time.Time) bool {
 			leased: now,
 		}
 		b.open[key] = bt
+		b.charge(bt, n*slotSize)
 	}
 	b.lastAdd = now
 	b.added++
 	bt.last, bt.lastAt = b.added, now
+	if n := b.slotsNeeded(bt, key); n > 0 {
+		// Grown here rather than by append, so that exactly what is
+		// allocated is counted.
+		bt.rows = append(make([]Row, 0, cap(bt.rows)+int(n)), bt.rows...)
+		bt.msgs = append(make([]trackedMsg, 0, cap(bt.msgs)+int(n)), bt.msgs...)
+		b.charge(bt, n*slotSize)
+	}
 	bt.rows = append(bt.rows, *row)
 	// One app_id string per partition instead of one per event: less to
 	// hold and to scan for the garbage collector while the batch waits.
@@ -198,7 +251,37 @@ func (b *batcher) add(row *Row, m trackedMsg, size int64, now time.Time) bool {
 	case bt.bytes >= b.maxBytes:
 		b.cut(bt, flushMaxBytes)
 	}
-	return true
+	return true, false
+}
+
+// slotsNeeded is how many slots adding an event to bt (nil: a new batch of
+// the partition key) allocates: none while it has room, else as many as it
+// has (doubling), up to BatchMaxEvents.
+func (b *batcher) slotsNeeded(bt *batch, key partitionKey) int64 {
+	switch {
+	case bt == nil:
+		return b.newSlots(key)
+	case len(bt.rows) < cap(bt.rows):
+		return 0
+	}
+	return int64(max(1, min(cap(bt.rows), b.maxEvents-cap(bt.rows))))
+}
+
+// newSlots is the capacity a new batch of the partition key starts with.
+func (b *batcher) newSlots(key partitionKey) int64 {
+	n := min(b.maxEvents, newBatchSlots)
+	if h, ok := b.sizeHint[key]; ok {
+		n = max(n, min(h, b.maxEvents))
+	}
+	return int64(n)
+}
+
+// charge counts slot bytes of an open batch against the budget. Called with
+// mu held.
+func (b *batcher) charge(bt *batch, slots int64) {
+	bt.slots += slots
+	b.openBytes += slots
+	b.buffered += slots
 }
 
 func (b *batcher) largestOpen() *batch {
@@ -214,7 +297,7 @@ func (b *batcher) largestOpen() *batch {
 // cut moves an open batch to the ready queue. Called with mu held.
 func (b *batcher) cut(bt *batch, reason string) {
 	delete(b.open, bt.key)
-	b.openBytes -= bt.bytes
+	b.openBytes -= bt.bytes + bt.slots
 	bt.reason = reason
 	// Hints of partitions that never reopen (past hours) are dropped
 	// wholesale once they are many.
@@ -259,7 +342,7 @@ func (b *batcher) next() (*batch, bool) {
 func (b *batcher) release(bt *batch) {
 	b.mu.Lock()
 	delete(b.inflight, bt)
-	b.buffered -= bt.bytes
+	b.buffered -= bt.bytes + bt.slots
 	b.cond.Broadcast()
 	b.mu.Unlock()
 }
@@ -296,26 +379,71 @@ func (b *batcher) tick(now time.Time) {
 		}
 		lease = append(lease, msgs)
 	}
-	for _, bt := range b.open {
-		collect(bt)
-	}
-	for _, bt := range b.ready {
-		collect(bt)
-	}
-	for bt := range b.inflight {
-		collect(bt)
+	if b.connected == nil || b.connected() {
+		for _, bt := range b.open {
+			collect(bt)
+		}
+		for _, bt := range b.ready {
+			collect(bt)
+		}
+		for bt := range b.inflight {
+			collect(bt)
+		}
 	}
 	b.mu.Unlock()
 	for _, msgs := range lease {
 		for _, m := range msgs {
-			// An error here means the message was ACKed or NAKed meanwhile,
-			// or the connection is down (then nothing else gets through
-			// either, and redelivery is the right outcome).
-			if m.InProgress() == nil {
+			switch err := m.InProgress(); {
+			case err == nil:
 				b.metrics.leased.Inc()
+			case errors.Is(err, jetstream.ErrMsgAlreadyAckd):
+				// ACKed or NAKed meanwhile.
+			default:
+				// The connection went down meanwhile: renewAllLeases re-leases
+				// everything once it is back.
+				b.metrics.leaseErrors.Inc()
 			}
 		}
 	}
+}
+
+// renewAllLeases marks every held message as due for a lease, so the next tick
+// renews them all: after a reconnect, leases sent while the connection was
+// going down may never have arrived.
+func (b *batcher) renewAllLeases() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, bt := range b.open {
+		bt.leased = time.Time{}
+	}
+	for _, bt := range b.ready {
+		bt.leased = time.Time{}
+	}
+	for bt := range b.inflight {
+		bt.leased = time.Time{}
+	}
+}
+
+// oldest is when the oldest event not yet written arrived (zero when none).
+func (b *batcher) oldest() time.Time {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var t time.Time
+	older := func(bt *batch) {
+		if t.IsZero() || bt.opened.Before(t) {
+			t = bt.opened
+		}
+	}
+	for _, bt := range b.open {
+		older(bt)
+	}
+	for _, bt := range b.ready {
+		older(bt)
+	}
+	for bt := range b.inflight {
+		older(bt)
+	}
+	return t
 }
 
 // cutAll cuts every open batch and reports how many it cut.
@@ -377,6 +505,24 @@ func (b *batcher) cutPast(now time.Time, quiet time.Duration) int {
 	return n
 }
 
+// waitRoom waits until at most half the budget is held, for a paused
+// fetcher: resuming at the first free byte would pause again at once.
+func (b *batcher) waitRoom() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for b.buffered > b.maxBuffered/2 && !b.stopFetch && !b.closed && !b.aborted {
+		b.cond.Wait()
+	}
+}
+
+// stopFetching wakes paused fetchers for the drain.
+func (b *batcher) stopFetching() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.stopFetch = true
+	b.cond.Broadcast()
+}
+
 // close stops intake and cuts every open batch, for the shutdown drain.
 func (b *batcher) close() {
 	b.mu.Lock()
@@ -398,7 +544,7 @@ func (b *batcher) abort() []*batch {
 	b.ready = nil
 	for _, bt := range b.open {
 		delete(b.open, bt.key)
-		b.openBytes -= bt.bytes
+		b.openBytes -= bt.bytes + bt.slots
 		left = append(left, bt)
 	}
 	b.cond.Broadcast()

@@ -38,8 +38,8 @@ func TestBatchCapacityFollowsThePartitionsLastBatch(t *testing.T) {
 	b.add(&other, trackedMsg{seq: 5000}, 100, now)
 	b.cutAll(flushMaxAge)
 	b.add(&other, trackedMsg{seq: 5001}, 100, now)
-	if bt := b.open[partitionKey{app: "blog", bucket: row.Timestamp.Unix()}]; cap(bt.rows) != 256 {
-		t.Errorf("small partition's batch has capacity %d, want 256", cap(bt.rows))
+	if bt := b.open[partitionKey{app: "blog", bucket: row.Timestamp.Unix()}]; cap(bt.rows) != newBatchSlots {
+		t.Errorf("small partition's batch has capacity %d, want %d", cap(bt.rows), newBatchSlots)
 	}
 	for i := range 5000 {
 		r := row

@@ -112,7 +112,7 @@ func TestNATSCredentials(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			s := natstest.StartWithOptions(t, tc.opts)
 			cfg := config.Default()
-			opts, err := natsOptions(cfg, testLogger(t))
+			opts, err := natsOptions(cfg, testLogger(t), func() {})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -122,7 +122,7 @@ func TestNATSCredentials(t *testing.T) {
 				t.Fatal("server accepted a connection without credentials")
 			}
 			tc.set(&cfg)
-			opts, err = natsOptions(cfg, testLogger(t))
+			opts, err = natsOptions(cfg, testLogger(t), func() {})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -136,7 +136,7 @@ func TestNATSCredentials(t *testing.T) {
 	}
 	cfg := config.Default()
 	cfg.NATSCreds = "not a creds file"
-	if _, err := natsOptions(cfg, testLogger(t)); err == nil || !strings.Contains(err.Error(), "JETSINK_NATS_CREDS") {
+	if _, err := natsOptions(cfg, testLogger(t), func() {}); err == nil || !strings.Contains(err.Error(), "JETSINK_NATS_CREDS") {
 		t.Errorf("bad creds file: error %v, want one naming JETSINK_NATS_CREDS", err)
 	}
 }

@@ -100,42 +100,67 @@ func TestPoisonIsDeadLetteredAndTerminated(t *testing.T) {
 	}
 }
 
-// With a dead-letter subject that no stream captures, poison still reaches
-// subscribers (core publish, flushed) before it is Term'd.
-func TestPoisonWithoutDeadLetterStream(t *testing.T) {
+// A dead letter is durable or it does not happen: with a dead-letter
+// subject that no stream captures, poison is neither Term'd nor counted as
+// dead-lettered; it stays in the source stream, the worker says why, and
+// once a stream captures the subject it is dead-lettered there.
+func TestPoisonWaitsForADeadLetterStream(t *testing.T) {
 	e := newEnv(t)
-	e.cfg.DeadLetterSubject = "dlq.core"
-	sub, err := e.nc.SubscribeSync("dlq.core")
+	e.cfg.DeadLetterSubject = "dlq.later"
+	e.publishRaw("events.bad", []byte(`{"app_id":"shop"}`))
+	e.publish(makeEvents(10, []string{"shop"}, 1))
+	w := e.start(Backoff{Base: 200 * time.Millisecond, Max: 500 * time.Millisecond})
+	eventually(t, 10*time.Second, "good events ACKed, dead letter refused", func() bool {
+		return metric(t, w.reg, "jetsink_events_acked_total") == 10 &&
+			metric(t, w.reg, "jetsink_dead_letter_errors_total") >= 2
+	})
+	if got := metric(t, w.reg, "jetsink_events_terminated_total"); got != 0 {
+		t.Fatalf("%v poison events Term'd with no stream holding a copy", got)
+	}
+	if got := metric(t, w.reg, "jetsink_events_dead_lettered_total"); got != 0 {
+		t.Errorf("dead_lettered = %v with no stream behind the subject", got)
+	}
+	if got := metric(t, w.reg, "jetsink_dead_letter_stream_missing"); got != 1 {
+		t.Errorf("dead_letter_stream_missing = %v, want 1", got)
+	}
+	if info := e.consumer(); info.NumAckPending != 1 {
+		t.Errorf("consumer: %d ack pending, want the poison event still held by the stream", info.NumAckPending)
+	}
+
+	e.nats.CreateStream(t, "DLQ", "dlq.later")
+	eventually(t, 10*time.Second, "poison dead-lettered once a stream captures the subject", func() bool {
+		return metric(t, w.reg, "jetsink_events_dead_lettered_total") == 1 &&
+			metric(t, w.reg, "jetsink_events_terminated_total", "reason", reasonMissingEvent) == 1
+	})
+	if got := metric(t, w.reg, "jetsink_dead_letter_stream_missing"); got != 0 {
+		t.Errorf("dead_letter_stream_missing = %v after the stream appeared", got)
+	}
+	st, err := e.js.Stream(t.Context(), "DLQ")
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.publishRaw("events.bad", []byte(`{"app_id":"shop"}`))
-	e.publish(makeEvents(10, []string{"shop"}, 1))
-	w := e.start(Backoff{})
-	m, err := sub.NextMsg(10 * time.Second)
-	if err != nil {
-		t.Fatalf("no dead-letter message on the core subject: %v", err)
+	if info, err := st.Info(t.Context()); err != nil || info.State.Msgs != 1 {
+		t.Errorf("dead-letter stream: %+v, %v; want the one poison event", info, err)
 	}
-	if m.Header.Get(HeaderError) != reasonMissingEvent || string(m.Data) != `{"app_id":"shop"}` {
-		t.Errorf("dead-letter message %q with headers %v", m.Data, m.Header)
-	}
-	eventually(t, 10*time.Second, "poison terminated, good ACKed", func() bool {
-		return metric(t, w.reg, "jetsink_events_terminated_total", "reason", reasonMissingEvent) == 1 &&
-			metric(t, w.reg, "jetsink_events_acked_total") == 10
-	})
 }
 
-// While S3 fails nothing is ACKed and events are NAKed with a backoff (no
-// redelivery storm); once S3 recovers every event is written, none lost.
+// An S3 outage is not the events' fault: for far longer than AckWait ×
+// MaxDeliver, nothing is ACKed, NAKed, redelivered or dead-lettered; the
+// batches stay held and leased and their uploads are retried in place, and
+// once S3 recovers every event is written, none lost.
 func TestS3OutageLosesNothing(t *testing.T) {
 	e := newEnv(t)
+	e.nats.CreateStream(t, "DLQ", "dlq.events")
+	e.cfg.DeadLetterSubject = "dlq.events"
+	e.cfg.AckWait = time.Second
+	e.cfg.BatchMaxAge = 200 * time.Millisecond
+	e.cfg.MaxDeliver = 2
 	e.proxy.Set("", s3test.Fault{Status: 503})
 	evs := makeEvents(600, []string{"shop", "blog"}, 2)
 	e.publish(evs)
-	backoff := Backoff{Base: 200 * time.Millisecond, Max: 800 * time.Millisecond}
-	w := e.start(backoff)
+	w := e.start(Backoff{Base: 100 * time.Millisecond, Max: 400 * time.Millisecond})
 
-	outage := 3 * time.Second
+	outage := 5 * time.Second // 2.5 × AckWait × MaxDeliver
 	time.Sleep(outage)
 	if got := metric(t, w.reg, "jetsink_events_acked_total"); got != 0 {
 		t.Fatalf("%v events ACKed while S3 was failing", got)
@@ -143,21 +168,25 @@ func TestS3OutageLosesNothing(t *testing.T) {
 	if keys := e.s3.List(t, testBucket, ""); len(keys) != 0 {
 		t.Fatalf("objects written while S3 was failing: %v", keys)
 	}
-	nacked := metric(t, w.reg, "jetsink_events_nacked_total")
-	if nacked < float64(len(evs)) {
-		t.Errorf("only %v NAKs during the outage, want every event NAKed at least once", nacked)
+	for _, name := range []string{"jetsink_events_nacked_total", "jetsink_events_terminated_total", "jetsink_events_dead_lettered_total"} {
+		if got := metric(t, w.reg, name); got != 0 {
+			t.Errorf("%s = %v during an S3 outage: deliveries were spent on a sink-side failure", name, got)
+		}
 	}
-	// With the backoff, each event is delivered at most ~outage/base times;
-	// an immediate NAK would redeliver it hundreds of times.
-	received := metric(t, w.reg, "jetsink_events_received_total")
-	if maxDeliveries := float64(len(evs)) * (1 + float64(outage/backoff.Base)); received > maxDeliveries {
-		t.Errorf("%v deliveries of %d events in %s: redelivery is not backed off", received, len(evs), outage)
+	if got := metric(t, w.reg, "jetsink_events_received_total"); got != float64(len(evs)) {
+		t.Errorf("%v deliveries of %d events: events were redelivered during the outage", got, len(evs))
+	}
+	if metric(t, w.reg, "jetsink_upload_retries_total") == 0 || metric(t, w.reg, "jetsink_upload_attempts_total", "outcome", uploadError) == 0 {
+		t.Error("failed uploads not retried or not counted")
 	}
 	if e.proxy.Faults() == 0 || metric(t, w.reg, "jetsink_s3_errors_total", "operation", "PutObject") == 0 {
 		t.Error("S3 errors not seen or not counted")
 	}
-	if ap := e.consumer().AckFloor.Stream; ap != 0 {
-		t.Errorf("consumer ack floor moved to %d during the outage", ap)
+	if metric(t, w.reg, "jetsink_oldest_unwritten_batch_age_seconds") < 3 {
+		t.Error("oldest_unwritten_batch_age_seconds does not show the outage")
+	}
+	if info := e.consumer(); info.AckFloor.Stream != 0 || info.NumRedelivered != 0 {
+		t.Errorf("consumer during the outage: ack floor %d, redelivered %d", info.AckFloor.Stream, info.NumRedelivered)
 	}
 
 	e.proxy.Clear()
@@ -195,8 +224,8 @@ func TestFailingPartitionIsIsolated(t *testing.T) {
 			t.Errorf("broken partition written: %s", key)
 		}
 	}
-	eventually(t, 20*time.Second, "failing partition's events NAKed", func() bool {
-		return metric(t, w.reg, "jetsink_events_nacked_total") >= float64(len(broken))
+	eventually(t, 20*time.Second, "failing partition's uploads retried", func() bool {
+		return metric(t, w.reg, "jetsink_upload_retries_total") >= 3
 	})
 	if got := metric(t, w.reg, "jetsink_events_acked_total"); got != float64(len(ok)) {
 		t.Errorf("%v events ACKed, want only the %d of healthy partitions", got, len(ok))
@@ -254,7 +283,7 @@ func TestMemoryStaysBounded(t *testing.T) {
 	e.publish(evs)
 	backlog := 0
 	for i, ev := range evs {
-		backlog += int(eventSize(ev.body(i)))
+		backlog += int(eventSize(ev.body(i)) + slotSize)
 	}
 	if backlog < 10*int(e.cfg.MaxBufferedBytes) {
 		t.Fatalf("backlog %d is not many times the cap", backlog)
@@ -279,44 +308,6 @@ func TestMemoryStaysBounded(t *testing.T) {
 		t.Error("no flush was triggered by the memory cap")
 	}
 	e.checkWritten(evs)
-}
-
-// An event whose upload still fails on its last allowed delivery is
-// dead-lettered rather than silently dropped by JetStream's MaxDeliver.
-func TestExhaustedDeliveriesAreDeadLettered(t *testing.T) {
-	e := newEnv(t)
-	e.nats.CreateStream(t, "DLQ", "dlq.events")
-	e.cfg.DeadLetterSubject = "dlq.events"
-	e.cfg.MaxDeliver = 2
-	e.proxy.Set("", s3test.Fault{Status: 500})
-	evs := makeEvents(50, []string{"shop"}, 1)
-	e.publish(evs)
-	w := e.start(Backoff{Base: 100 * time.Millisecond, Max: 100 * time.Millisecond})
-	eventually(t, 30*time.Second, "events dead-lettered after MaxDeliver failed uploads", func() bool {
-		return metric(t, w.reg, "jetsink_events_terminated_total", "reason", reasonMaxDeliveries) == float64(len(evs))
-	})
-	if got := metric(t, w.reg, "jetsink_events_acked_total"); got != 0 {
-		t.Errorf("%v events ACKed though never written", got)
-	}
-	st, err := e.js.Stream(t.Context(), "DLQ")
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info.State.Msgs != uint64(len(evs)) {
-		t.Errorf("dead-letter stream holds %d messages, want %d", info.State.Msgs, len(evs))
-	}
-	m, err := st.GetMsg(t.Context(), info.State.FirstSeq)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if m.Header.Get(HeaderError) != reasonMaxDeliveries || m.Header.Get(HeaderDeliveries) != "2" ||
-		!strings.Contains(m.Header.Get(HeaderErrorDetail), "500") {
-		t.Errorf("dead-lettered with headers %v", m.Header)
-	}
 }
 
 // With no dead-letter subject, poison is Term'd and counted, never redelivered.

@@ -1,6 +1,8 @@
 package sinkworker
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -22,7 +24,35 @@ type metrics struct {
 	fileRows     prometheus.Counter
 	fileSize     prometheus.Histogram
 	s3Errors     *prometheus.CounterVec
+
+	// What an operator alerts on when something outside the worker fails.
+	fetchErrors        prometheus.Counter
+	fetchersLive       prometheus.Gauge
+	reconnects         prometheus.Counter
+	redelivered        prometheus.Counter
+	leaseErrors        prometheus.Counter
+	uploads            *prometheus.CounterVec
+	uploadRetries      prometheus.Counter
+	alreadyWritten     *prometheus.CounterVec
+	lastUpload         prometheus.Gauge
+	deadLetterErrors   prometheus.Counter
+	deadLetterNoStream prometheus.Gauge
+	overMaxDeliver     prometheus.Counter
 }
+
+// Outcomes of an upload attempt (jetsink_upload_attempts_total) and of a
+// 412 on the batch's key (jetsink_already_written_total).
+const (
+	uploadOK      = "ok"
+	uploadError   = "error"
+	uploadTimeout = "timeout"
+	// writtenIdentical: the key holds this very file (an earlier attempt
+	// succeeded but its answer was lost): the batch is written.
+	writtenIdentical = "identical"
+	// writtenDifferent: the key holds another file; the batch is written
+	// under a key of its own.
+	writtenDifferent = "different"
+)
 
 const namespace = "jetsink"
 
@@ -56,11 +86,38 @@ func newMetrics(reg prometheus.Registerer, b func() *batcher, limit int64, withR
 		s3Errors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "s3_errors_total",
 			Help: "Failed S3 requests, by operation."}, []string{"operation"}),
 	}
+	m.fetchErrors = counter("fetch_errors_total", "Errors pulling from the consumer (missed heartbeats, disconnects, a deleted consumer).")
+	m.fetchersLive = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "fetchers_live",
+		Help: "Fetcher goroutines pulling from the consumer; below the configured workers means events are not moving."})
+	m.reconnects = counter("nats_reconnects_total", "Reconnections to NATS.")
+	m.redelivered = counter("events_redelivered_total", "Messages received that JetStream had delivered before (a lost lease, ACK or pod).")
+	m.leaseErrors = counter("lease_errors_total", "InProgress lease renewals that could not be sent.")
+	m.uploads = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "upload_attempts_total",
+		Help: "S3 upload attempts of a batch's file, by outcome (ok, error, timeout)."}, []string{"outcome"})
+	m.uploadRetries = counter("upload_retries_total", "Upload attempts that repeated a failed one: the batch stays held and leased meanwhile.")
+	m.alreadyWritten = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "already_written_total",
+		Help: "Uploads refused because the key exists (412), by what it held: identical (this file: written) or different (written under its own key)."},
+		[]string{"outcome"})
+	m.lastUpload = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "last_upload_success_timestamp_seconds",
+		Help: "Unix time of the last successful upload; time() minus this is how long nothing was written."})
+	m.deadLetterErrors = counter("dead_letter_errors_total", "Dead-letter publishes that no stream acknowledged; the event is kept (NAKed for a later retry), not Term'd.")
+	m.deadLetterNoStream = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "dead_letter_stream_missing",
+		Help: "1 while no JetStream stream acknowledges publishes to the dead-letter subject: a configuration error; poison waits in the source stream."})
+	m.overMaxDeliver = counter("events_over_max_deliver_total",
+		"Events delivered more than MaxDeliver times without being written, and no dead-letter subject to move them to: written anyway.")
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: namespace, Name: name, Help: help}, f)
 	}
 	reg.MustRegister(m.received, m.acked, m.nacked, m.ackErrors, m.terminated, m.deadLettered, m.leased,
 		m.flushes, m.flushSeconds, m.files, m.fileBytes, m.fileRows, m.fileSize, m.s3Errors,
+		m.fetchErrors, m.fetchersLive, m.reconnects, m.redelivered, m.leaseErrors, m.uploads, m.uploadRetries,
+		m.alreadyWritten, m.lastUpload, m.deadLetterErrors, m.deadLetterNoStream, m.overMaxDeliver,
+		gauge("oldest_unwritten_batch_age_seconds", "Age of the oldest event held and not yet written (0 when none).", func() float64 {
+			if t := b().oldest(); !t.IsZero() {
+				return time.Since(t).Seconds()
+			}
+			return 0
+		}),
 		gauge("open_partitions", "Partitions with an open batch.", func() float64 {
 			n, _, _ := b().stats()
 			return float64(n)
@@ -84,6 +141,12 @@ func newMetrics(reg prometheus.Registerer, b func() *batcher, limit int64, withR
 	// to work with before the first event of its kind.
 	for _, r := range []string{flushMaxEvents, flushMaxBytes, flushMaxAge, flushMemory, flushShutdown, flushAckPending, flushCaughtUp, flushIdle} {
 		m.flushes.WithLabelValues(r)
+	}
+	for _, o := range []string{uploadOK, uploadError, uploadTimeout} {
+		m.uploads.WithLabelValues(o)
+	}
+	for _, o := range []string{writtenIdentical, writtenDifferent} {
+		m.alreadyWritten.WithLabelValues(o)
 	}
 	for _, op := range []string{"PutObject", "HeadObject"} {
 		m.s3Errors.WithLabelValues(op)

@@ -13,8 +13,8 @@ import (
 // operator, see config.NATSOptions) plus the worker's reconnect policy: a
 // worker keeps reconnecting forever, because NATS being away is an outage to
 // ride out (readiness reports it), not a reason to exit and lose the
-// batches it holds.
-func natsOptions(cfg config.Config, log *slog.Logger) ([]nats.Option, error) {
+// batches it holds. reconnected runs after each reconnect.
+func natsOptions(cfg config.Config, log *slog.Logger, reconnected func()) ([]nats.Option, error) {
 	opts, err := cfg.NATSOptions("jetsink-sinkworker/" + cfg.Stream + "/" + cfg.Consumer)
 	if err != nil {
 		return nil, err
@@ -28,7 +28,10 @@ func natsOptions(cfg config.Config, log *slog.Logger) ([]nats.Option, error) {
 				log.Warn("Disconnected from NATS", "error", err)
 			}
 		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("Reconnected to NATS", "url", nc.ConnectedUrlRedacted()) }),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info("Reconnected to NATS", "url", nc.ConnectedUrlRedacted())
+			reconnected()
+		}),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("NATS error", "error", err) }),
 	), nil
 }

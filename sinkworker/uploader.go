@@ -3,9 +3,12 @@ package sinkworker
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash/fnv"
+	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -19,16 +22,31 @@ import (
 	"github.com/jetsink/jetsink/sinkworker/config"
 )
 
-// metaBatch is the user metadata that identifies which events a file holds:
-// a hash of its stream sequences. On a 412 it tells "my own earlier upload"
-// (success) from "a different batch with the same first and last sequence".
-const metaBatch = "jetsink-batch"
+// metaSHA256 is the user metadata holding the hex SHA-256 of the file. On a
+// 412 it tells "my own earlier upload, whose answer was lost" (the stored
+// bytes are exactly what this batch would write) from "another file under
+// the same key".
+const metaSHA256 = "jetsink-sha256"
 
 // uploader writes Parquet files to S3, never overwriting one.
 type uploader struct {
 	client  *s3.Client
 	bucket  string
 	metrics *metrics
+}
+
+// Timeouts of the S3 client: an answer that never comes must fail the
+// attempt, so the batch is retried instead of holding its flusher for ever.
+const (
+	s3DialTimeout     = 5 * time.Second
+	s3ResponseTimeout = 30 * time.Second
+)
+
+// attemptTimeout bounds one upload attempt (PUT, and the HEAD of a 412):
+// the fixed part plus the body at 1 MiB/s, so a 64 MiB file on a slow link
+// still has time.
+func attemptTimeout(size int) time.Duration {
+	return s3ResponseTimeout + time.Duration(size>>20)*time.Second
 }
 
 func newUploader(ctx context.Context, cfg config.Config, m *metrics) (*uploader, error) {
@@ -38,17 +56,32 @@ func newUploader(ctx context.Context, cfg config.Config, m *metrics) (*uploader,
 	if err != nil {
 		return nil, fmt.Errorf("load AWS configuration: %w", err)
 	}
+	httpClient := awshttp.NewBuildableClient().
+		WithDialerOptions(func(d *net.Dialer) { d.Timeout = s3DialTimeout }).
+		WithTransportOptions(func(t *http.Transport) {
+			t.TLSHandshakeTimeout = s3DialTimeout
+			t.ResponseHeaderTimeout = s3ResponseTimeout
+		})
 	client := s3.NewFromConfig(awsCfg, func(o *s3.Options) {
 		if cfg.Endpoint != "" {
 			o.BaseEndpoint = aws.String(cfg.Endpoint)
 		}
 		o.UsePathStyle = cfg.ForcePathStyle
+		o.HTTPClient = httpClient
+		// The worker retries a failed upload itself, for as long as it
+		// takes and with its own backoff: one attempt is one request, so
+		// jetsink_upload_attempts_total counts what S3 saw, and the SDK's
+		// retry quota cannot turn a long outage into instant failures.
+		o.Retryer = aws.NopRetryer{}
 	})
 	return &uploader{client: client, bucket: cfg.Bucket, metrics: m}, nil
 }
 
 // objectKey is the Hive-style, deterministic key of a batch's file: the same
 // events always map to the same key, so a retry cannot write a second copy.
+// stream names the stream's incarnation (streamIncarnation), not just its
+// name: a stream deleted and re-created numbers its events from 1 again,
+// and its batches must not land on the keys of the old one's.
 func objectKey(prefix, stream, consumer string, key partitionKey, granularity string, firstSeq, lastSeq uint64) string {
 	t := time.Unix(key.bucket, 0).UTC()
 	var sb strings.Builder
@@ -74,47 +107,60 @@ func objectKey(prefix, stream, consumer string, key partitionKey, granularity st
 	return sb.String()
 }
 
-// batchID hashes a batch's stream sequences (sorted).
-func batchID(msgs []trackedMsg) string {
-	h := fnv.New64a()
-	var b [8]byte
-	for _, m := range msgs {
-		for i := range 8 {
-			b[i] = byte(m.seq >> (8 * i))
-		}
-		h.Write(b[:])
-	}
-	return fmt.Sprintf("%016x", h.Sum64())
+// streamIncarnation names one incarnation of a stream in object keys: its
+// name and its creation time (hex nanoseconds), which JetStream keeps with
+// the stream and which changes when it is deleted and re-created.
+func streamIncarnation(name string, created time.Time) string {
+	return name + "." + strconv.FormatInt(created.UnixNano(), 16)
 }
 
-// put writes body at key unless it exists. A key that exists already holds
-// this very batch when its metadata says so (an earlier attempt succeeded
-// but its answer was lost): that is success. If it holds a different batch
-// with the same first and last sequence (possible when redeliveries regroup
-// events), the file goes to a key suffixed with the batch id instead of
-// being dropped or clobbering the other.
-func (u *uploader) put(ctx context.Context, key string, body []byte, id string) (string, error) {
-	err := u.putIfAbsent(ctx, key, body, id)
-	if !isPreconditionFailed(err) {
+// contentHash is the hex SHA-256 of a file, stored in its metadata.
+func contentHash(body []byte) string {
+	sum := sha256.Sum256(body)
+	return hex.EncodeToString(sum[:])
+}
+
+// put writes body at key unless it exists, and reports where the file is
+// and whether it found it written already. A key that exists holds this
+// very file when its stored SHA-256 and length are this body's (an earlier
+// attempt succeeded but its answer was lost): that is success. A different
+// file under the key (possible when redeliveries regroup events, or another
+// writer uses the same names) is neither clobbered nor taken for this one:
+// the body goes to a key suffixed with its own hash instead.
+func (u *uploader) put(ctx context.Context, key string, body []byte, sum string) (string, error) {
+	ok, err := u.putOnce(ctx, key, body, sum)
+	if ok || err != nil {
 		return key, err
 	}
-	head, herr := u.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &u.bucket, Key: &key})
-	if herr != nil {
-		u.metrics.s3Errors.WithLabelValues("HeadObject").Inc()
-		return key, fmt.Errorf("head existing object %s: %w", key, herr)
-	}
-	if head.Metadata[metaBatch] == id {
-		return key, nil
-	}
-	alt := strings.TrimSuffix(key, ".parquet") + "-" + id + ".parquet"
-	err = u.putIfAbsent(ctx, alt, body, id)
-	if isPreconditionFailed(err) {
-		return alt, nil // the alternate key is unique to this batch's events
+	u.metrics.alreadyWritten.WithLabelValues(writtenDifferent).Inc()
+	alt := strings.TrimSuffix(key, ".parquet") + "-" + sum[:16] + ".parquet"
+	ok, err = u.putOnce(ctx, alt, body, sum)
+	if err == nil && !ok {
+		err = fmt.Errorf("s3://%s/%s holds another file with this file's hash prefix", u.bucket, alt)
 	}
 	return alt, err
 }
 
-func (u *uploader) putIfAbsent(ctx context.Context, key string, body []byte, id string) error {
+// putOnce writes body at key if absent. ok is false, with no error, when
+// the key holds a different file.
+func (u *uploader) putOnce(ctx context.Context, key string, body []byte, sum string) (ok bool, err error) {
+	err = u.putIfAbsent(ctx, key, body, sum)
+	if !isPreconditionFailed(err) {
+		return err == nil, err
+	}
+	head, err := u.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &u.bucket, Key: &key})
+	if err != nil {
+		u.metrics.s3Errors.WithLabelValues("HeadObject").Inc()
+		return false, fmt.Errorf("head existing object %s: %w", key, err)
+	}
+	if head.Metadata[metaSHA256] == sum && aws.ToInt64(head.ContentLength) == int64(len(body)) {
+		u.metrics.alreadyWritten.WithLabelValues(writtenIdentical).Inc()
+		return true, nil
+	}
+	return false, nil
+}
+
+func (u *uploader) putIfAbsent(ctx context.Context, key string, body []byte, sum string) error {
 	_, err := u.client.PutObject(ctx, &s3.PutObjectInput{
 		Bucket:        &u.bucket,
 		Key:           &key,
@@ -122,7 +168,7 @@ func (u *uploader) putIfAbsent(ctx context.Context, key string, body []byte, id 
 		ContentLength: aws.Int64(int64(len(body))),
 		ContentType:   aws.String("application/vnd.apache.parquet"),
 		IfNoneMatch:   aws.String("*"),
-		Metadata:      map[string]string{metaBatch: id},
+		Metadata:      map[string]string{metaSHA256: sum},
 	})
 	if err != nil && !isPreconditionFailed(err) {
 		u.metrics.s3Errors.WithLabelValues("PutObject").Inc()

@@ -30,7 +30,8 @@ type Options struct {
 	// Registry receives the worker's metrics and is served on /metrics;
 	// default a new registry, with the Go runtime and process collectors.
 	Registry *prometheus.Registry
-	// Backoff is the NAK delay policy after a failed upload; default
+	// Backoff is the wait between attempts to upload a batch, and the NAK
+	// delay of an event that could not be dead-lettered; default
 	// DefaultBackoff.
 	Backoff Backoff
 }
@@ -50,6 +51,16 @@ type Worker struct {
 	ready    atomic.Bool
 	nc       atomic.Pointer[nats.Conn]
 	stopping atomic.Bool
+	// failingSince is when the current run of failed uploads began (Unix
+	// nanoseconds; 0 when the last upload succeeded): readiness reports a
+	// sink that cannot write.
+	failingSince atomic.Int64
+	fetchersLive atomic.Int64
+	// incarnation names the bound stream's incarnation in object keys.
+	incarnation string
+	// lost receives why the worker can no longer consume (its consumer or
+	// stream is gone); Run then drains and returns it.
+	lost chan error
 	// shutdownNacked counts events handed back because the drain ran out
 	// of time or S3 failed during it; the exit log reports it.
 	shutdownNacked atomic.Int64
@@ -83,6 +94,7 @@ func New(cfg config.Config, opts Options) (*Worker, error) {
 	}
 	w.encoder = enc
 	w.encoding = make(chan struct{}, cfg.Workers)
+	w.lost = make(chan error, 1)
 	w.bufs.New = func() any { return new(bytes.Buffer) }
 	l, err := net.Listen("tcp", cfg.MetricsAddr)
 	if err != nil {
@@ -98,7 +110,10 @@ func (w *Worker) MetricsAddr() string { return w.listener.Addr().String() }
 // Run connects, binds to the consumer and moves events until ctx is
 // cancelled (SIGTERM), then drains within ShutdownTimeout: stop fetching,
 // write and ACK every open batch, NAK what could not be written in time.
-// It returns an error only when the worker could not start.
+// It returns an error when the worker could not start, and when its
+// consumer or stream was deleted under it (after the same drain): the
+// process then exits non-zero, Kubernetes restarts it, and it binds again
+// once the consumer is back, instead of staying up consuming nothing.
 func (w *Worker) Run(ctx context.Context) error {
 	srv := &http.Server{Handler: w.handler(), ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(w.listener) }()
@@ -114,7 +129,10 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	opts, err := natsOptions(w.cfg, w.log)
+	opts, err := natsOptions(w.cfg, w.log, func() {
+		w.metrics.reconnects.Inc()
+		w.batcher.renewAllLeases()
+	})
 	if err != nil {
 		return err
 	}
@@ -124,6 +142,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	defer nc.Close()
 	w.nc.Store(nc)
+	w.batcher.connected = nc.IsConnected
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
@@ -145,12 +164,15 @@ func (w *Worker) Run(ctx context.Context) error {
 	// the outcome of an upload cut off at the deadline is still reported.
 	settleCtx, cancelSettle := context.WithCancel(context.Background())
 	defer cancelSettle()
-	dead := &deadLetterer{nc: nc, js: js, subject: w.cfg.DeadLetterSubject, stream: w.cfg.Stream,
+	dead := &deadLetterer{js: js, subject: w.cfg.DeadLetterSubject, stream: w.cfg.Stream, incarnation: w.incarnation,
 		backoff: w.backoff, metrics: w.metrics, log: w.log}
 	dead.detect(ctx)
 	nFlushers := w.cfg.Workers * flushersPerWorker
 	ack := &acker{nc: nc, backoff: w.backoff, maxDeliver: w.cfg.MaxDeliver, dead: dead, metrics: w.metrics, log: w.log,
 		written: make(chan *batch, nFlushers), release: w.batcher.release}
+	if info := cons.CachedInfo(); info != nil {
+		ack.consumerMaxDeliver = info.Config.MaxDeliver
+	}
 
 	// Flushers mostly wait on S3: there are flushersPerWorker of them per
 	// worker, so that many small files (many partitions) are uploaded side
@@ -172,40 +194,46 @@ func (w *Worker) Run(ctx context.Context) error {
 	ticker.Go(func() { w.watchConsumer(stopTick, cons) })
 
 	var fetchers sync.WaitGroup
-	var iters []jetstream.MessagesContext
+	var fs []*fetcher
+	pull := []jetstream.PullMessagesOpt{jetstream.PullMaxMessages(w.cfg.FetchBatchSize), jetstream.PullExpiry(pullExpiry)}
 	for range w.cfg.Workers {
-		it, err := cons.Messages(jetstream.PullMaxMessages(w.cfg.FetchBatchSize), jetstream.PullExpiry(pullExpiry))
-		if err != nil {
-			for _, it := range iters {
-				it.Stop()
-			}
-			cancelWork()
-			w.batcher.abort()
-			close(stopTick)
-			return fmt.Errorf("pull from consumer %s: %w", w.cfg.Consumer, err)
-		}
-		iters = append(iters, it)
-		f := &fetcher{it: it, batcher: w.batcher, dead: dead, metrics: w.metrics, w: w}
+		f := &fetcher{cons: cons, pull: pull, pauseAfter: w.batcher.leaseAfter / 2, dec: newDecoder(w.cfg),
+			batcher: w.batcher, dead: dead, metrics: w.metrics, w: w}
+		fs = append(fs, f)
 		fetchers.Go(func() { f.run(workCtx) })
 	}
 	w.ready.Store(true)
-	w.log.Info("Started", "stream", w.cfg.Stream, "consumer", w.cfg.Consumer, "workers", w.cfg.Workers,
-		"bucket", w.cfg.Bucket, "prefix", w.cfg.Prefix, "metrics", w.MetricsAddr())
+	w.log.Info("Started", "stream", w.cfg.Stream, "incarnation", w.incarnation, "consumer", w.cfg.Consumer,
+		"workers", w.cfg.Workers, "bucket", w.cfg.Bucket, "prefix", w.cfg.Prefix, "metrics", w.MetricsAddr())
 
-	<-ctx.Done()
-	w.drain(iters, &fetchers, &flushers, cancelWork, cancelSettle, ack)
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-w.lost:
+		w.log.Error("Lost the consumer: writing what is held, then exiting so that the worker restarts and binds again",
+			"stream", w.cfg.Stream, "consumer", w.cfg.Consumer, "error", runErr)
+	}
+	w.drain(fs, &fetchers, &flushers, cancelWork, cancelSettle, ack)
 	close(stopTick)
 	ticker.Wait()
 	if err := nc.FlushTimeout(w.margin() / 2); err != nil {
 		w.log.Warn("Could not flush the NATS connection on exit", "error", err)
 	}
-	return nil
+	return runErr
+}
+
+// lose reports that the worker can no longer consume; the first report wins.
+func (w *Worker) lose(err error) {
+	select {
+	case w.lost <- err:
+	default:
+	}
 }
 
 // drain is the shutdown sequence. Everything runs against one deadline,
 // ShutdownTimeout minus a margin kept for the NAKs, so the process exits
 // before the kubelet's SIGKILL.
-func (w *Worker) drain(iters []jetstream.MessagesContext, fetchers, flushers *sync.WaitGroup, cancelWork, cancelSettle context.CancelFunc, ack *acker) {
+func (w *Worker) drain(fs []*fetcher, fetchers, flushers *sync.WaitGroup, cancelWork, cancelSettle context.CancelFunc, ack *acker) {
 	start := time.Now()
 	w.stopping.Store(true)
 	w.ready.Store(false)
@@ -215,9 +243,10 @@ func (w *Worker) drain(iters []jetstream.MessagesContext, fetchers, flushers *sy
 
 	// Drain (not Stop) so messages already delivered to this process are
 	// batched and written instead of waiting out AckWait.
-	for _, it := range iters {
-		it.Drain()
+	for _, f := range fs {
+		f.drain()
 	}
+	w.batcher.stopFetching()
 	timedOut := !waitOrDeadline(fetchers, deadline.C)
 	if !timedOut {
 		w.batcher.close()
@@ -264,23 +293,32 @@ func waitOrDeadline(wg *sync.WaitGroup, deadline <-chan time.Time) bool {
 	}
 }
 
-// bind returns the durable consumer, creating it from ConsumerConfig when
-// it does not exist (a worker run outside Kubernetes). An existing consumer
-// is never updated: the operator owns it. Until the stream exists it waits.
+// bind returns the durable consumer and names the stream's incarnation.
+// A missing consumer is created from ConsumerConfig only when
+// CreateConsumer allows it (a worker run on its own); under the operator
+// the worker waits for it, unready, rather than start a DeliverAll replay
+// of a consumer removed on purpose. An existing consumer is never updated:
+// whoever made it owns it. Until the stream exists it waits too.
 func (w *Worker) bind(ctx context.Context, js jetstream.JetStream) (jetstream.Consumer, error) {
 	for {
 		c, err := js.Consumer(ctx, w.cfg.Stream, w.cfg.Consumer)
-		if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		if errors.Is(err, jetstream.ErrConsumerNotFound) && w.cfg.CreateConsumer {
 			c, err = js.CreateConsumer(ctx, w.cfg.Stream, w.cfg.ConsumerConfig())
 			if err == nil {
 				w.log.Info("Created the durable consumer", "stream", w.cfg.Stream, "consumer", w.cfg.Consumer)
 			}
 		}
+		var st jetstream.Stream
 		if err == nil {
+			st, err = js.Stream(ctx, w.cfg.Stream)
+		}
+		if err == nil {
+			w.incarnation = streamIncarnation(w.cfg.Stream, st.CachedInfo().Created)
 			w.checkConsumer(c.CachedInfo())
 			return c, nil
 		}
-		w.log.Warn("Cannot bind to the consumer yet; retrying", "stream", w.cfg.Stream, "consumer", w.cfg.Consumer, "error", err)
+		w.log.Warn("Cannot bind to the consumer yet; retrying", "stream", w.cfg.Stream, "consumer", w.cfg.Consumer,
+			"create", w.cfg.CreateConsumer, "error", err)
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
@@ -303,6 +341,11 @@ func (w *Worker) checkConsumer(info *jetstream.ConsumerInfo) {
 		w.log.Warn("The consumer's AckWait differs from the configured one; leases follow the consumer's",
 			"consumer_ack_wait", info.Config.AckWait, "ack_wait", w.cfg.AckWait)
 		w.batcher.leaseAfter = info.Config.AckWait / 2
+	}
+	if md := info.Config.MaxDeliver; md > 0 {
+		w.log.Warn("The consumer's MaxDeliver is limited: JetStream drops an event after that many deliveries, "+
+			"whoever spent them; the worker dead-letters an event on its last delivery if it must hand it back",
+			"consumer_max_deliver", md)
 	}
 }
 
@@ -346,6 +389,8 @@ func (w *Worker) watchConsumer(stop <-chan struct{}, cons jetstream.Consumer) {
 	t := time.NewTicker(caughtUpQuiet / 2)
 	defer t.Stop()
 	var lastInfo, checkedQuiet time.Time
+	bound := cons.CachedInfo()
+	missing := 0
 	for {
 		select {
 		case <-stop:
@@ -365,6 +410,14 @@ func (w *Worker) watchConsumer(stop <-chan struct{}, cons jetstream.Consumer) {
 		ctx, cancel := context.WithTimeout(context.Background(), consumerInfoEvery)
 		info, err := cons.Info(ctx)
 		cancel()
+		if gone := consumerGone(err, bound, info); gone != nil {
+			// Twice in a row, a second apart: one answer is not a verdict.
+			if missing++; missing >= 2 {
+				w.lose(gone)
+			}
+			continue
+		}
+		missing = 0
 		if err != nil {
 			continue // NATS away: nothing is delivered anyway
 		}
@@ -380,6 +433,20 @@ func (w *Worker) watchConsumer(stop <-chan struct{}, cons jetstream.Consumer) {
 			}
 		}
 	}
+}
+
+// consumerGone tells from a consumer-info answer whether the consumer the
+// worker bound to is gone: deleted, its stream deleted, or replaced by a
+// new consumer of the same name (whose deliveries the old pull requests
+// will never see). Any other error is an outage, not a verdict.
+func consumerGone(err error, bound, info *jetstream.ConsumerInfo) error {
+	switch {
+	case errors.Is(err, jetstream.ErrConsumerNotFound), errors.Is(err, jetstream.ErrStreamNotFound):
+		return err
+	case err == nil && bound != nil && !info.Created.Equal(bound.Created):
+		return fmt.Errorf("consumer %s was re-created at %s", info.Name, info.Created.Format(time.RFC3339))
+	}
+	return nil
 }
 
 // pullExpiry is how long each pull request lives. nats.go notices a pull
@@ -413,8 +480,12 @@ func (w *Worker) flushLoop(ctx, settleCtx context.Context, up *uploader, ack *ac
 	}
 }
 
-// flush encodes and uploads bt and reports whether it is written; when it
-// is not, its events are NAKed.
+// flush encodes and uploads bt and reports whether it is written. A
+// failed upload is not the events' fault: the batch stays held (and
+// leased, see batcher.tick) and is retried with backoff for as long as it
+// takes, without spending a delivery, until it is written or the shutdown
+// deadline cuts the drain short; then its events are NAKed for redelivery
+// elsewhere. Only a batch that cannot be encoded is NAKed at once.
 func (w *Worker) flush(ctx, settleCtx context.Context, bt *batch, up *uploader, ack *acker) bool {
 	start := time.Now()
 	sort.Sort(bySeq{bt})
@@ -427,22 +498,22 @@ func (w *Worker) flush(ctx, settleCtx context.Context, bt *batch, up *uploader, 
 		}
 	}()
 	first, last := bt.msgs[0].seq, bt.msgs[len(bt.msgs)-1].seq
-	key := objectKey(w.cfg.Prefix, w.cfg.Stream, w.cfg.Consumer, bt.key, w.cfg.TimeGranularity, first, last)
+	key := objectKey(w.cfg.Prefix, w.incarnation, w.cfg.Consumer, bt.key, w.cfg.TimeGranularity, first, last)
 	w.encoding <- struct{}{}
 	err := w.encoder.encode(buf, rows)
 	<-w.encoding
-	if err == nil {
-		key, err = up.put(ctx, key, buf.Bytes(), batchID(bt.msgs))
-	}
 	if err != nil {
 		w.metrics.flushSeconds.WithLabelValues("error").Observe(time.Since(start).Seconds())
-		immediate := w.stopping.Load()
-		w.log.Warn("Could not write a batch; its events are NAKed for redelivery", "key", key,
-			"events", len(bt.msgs), "reason", bt.reason, "immediate", immediate, "error", err)
-		ack.nak(settleCtx, bt.msgs, immediate, err)
-		if immediate {
-			w.shutdownNacked.Add(int64(len(bt.msgs)))
-		}
+		w.log.Error("Could not encode a batch; its events are NAKed", "key", key, "events", len(bt.msgs), "error", err)
+		ack.nak(settleCtx, bt.msgs, w.stopping.Load(), err)
+		return false
+	}
+	if key, err = w.upload(ctx, up, key, buf.Bytes(), bt); err != nil {
+		w.metrics.flushSeconds.WithLabelValues("error").Observe(time.Since(start).Seconds())
+		w.log.Warn("Could not write a batch before the shutdown deadline; its events are NAKed for redelivery",
+			"key", key, "events", len(bt.msgs), "reason", bt.reason, "error", err)
+		ack.nak(settleCtx, bt.msgs, true, err)
+		w.shutdownNacked.Add(int64(len(bt.msgs)))
 		return false
 	}
 	w.metrics.flushSeconds.WithLabelValues("ok").Observe(time.Since(start).Seconds())
@@ -453,6 +524,55 @@ func (w *Worker) flush(ctx, settleCtx context.Context, bt *batch, up *uploader, 
 	w.log.Debug("Wrote batch", "key", key, "rows", len(rows), "bytes", buf.Len(), "reason", bt.reason,
 		"duration", time.Since(start))
 	return true
+}
+
+// upload puts body at key, attempt after attempt, each bounded by
+// attemptTimeout, until it is written or ctx (the drain's deadline) ends.
+// It returns where the file is.
+func (w *Worker) upload(ctx context.Context, up *uploader, key string, body []byte, bt *batch) (string, error) {
+	sum := contentHash(body)
+	var firstErr time.Time
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, attemptTimeout(len(body)))
+		at, err := up.put(actx, key, body, sum)
+		timedOut := errors.Is(actx.Err(), context.DeadlineExceeded) && ctx.Err() == nil
+		cancel()
+		if err == nil {
+			w.metrics.uploads.WithLabelValues(uploadOK).Inc()
+			w.metrics.lastUpload.SetToCurrentTime()
+			w.failingSince.Store(0)
+			if attempt > 1 {
+				w.log.Info("Wrote a batch after failed attempts", "key", at, "attempts", attempt,
+					"failing_for", time.Since(firstErr).Round(time.Millisecond))
+			}
+			return at, nil
+		}
+		if timedOut {
+			w.metrics.uploads.WithLabelValues(uploadTimeout).Inc()
+		} else {
+			w.metrics.uploads.WithLabelValues(uploadError).Inc()
+		}
+		if ctx.Err() != nil {
+			return at, err
+		}
+		now := time.Now()
+		if attempt == 1 {
+			firstErr = now
+		}
+		w.failingSince.CompareAndSwap(0, now.UnixNano())
+		delay := w.backoff.Delay(uint64(attempt))
+		// Logged on the first failure, then about once a minute per batch.
+		if attempt == 1 || attempt%max(1, int(time.Minute/max(delay, time.Millisecond))) == 0 {
+			w.log.Warn("Could not write a batch; retrying, its events stay held and leased", "key", at,
+				"events", len(bt.msgs), "attempt", attempt, "retry_in", delay, "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return at, err
+		case <-time.After(delay):
+		}
+		w.metrics.uploadRetries.Inc()
+	}
 }
 
 // bySeq sorts a batch's rows and messages together by stream sequence, so
@@ -489,8 +609,14 @@ func dedupe(bt *batch) []Row {
 	return rows
 }
 
-// handler serves metrics and probes. Ready means connected to NATS and
-// bound to the consumer, and not draining.
+// unwritableAfter is how long uploads may fail in a row before the worker
+// reports itself not ready: events are then not moving, whatever else is
+// fine, and a sink whose pods are all unready says so in kubectl.
+const unwritableAfter = 30 * time.Second
+
+// handler serves metrics and probes. Ready means events can move: bound to
+// the consumer and connected to NATS, every fetcher pulling, uploads not
+// failing for unwritableAfter, and not draining.
 func (w *Worker) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(w.reg, promhttp.HandlerOpts{}))
@@ -498,11 +624,30 @@ func (w *Worker) handler() http.Handler {
 		_, _ = rw.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("/readyz", func(rw http.ResponseWriter, _ *http.Request) {
-		if nc := w.nc.Load(); !w.ready.Load() || nc == nil || !nc.IsConnected() {
-			http.Error(rw, "not ready: not connected to NATS or not bound to the consumer", http.StatusServiceUnavailable)
+		if why := w.notReady(); why != "" {
+			http.Error(rw, "not ready: "+why, http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = rw.Write([]byte("ok\n"))
 	})
 	return mux
+}
+
+// notReady says why events cannot move, or "" when they can.
+func (w *Worker) notReady() string {
+	nc := w.nc.Load()
+	switch {
+	case w.stopping.Load():
+		return "draining"
+	case !w.ready.Load() || nc == nil:
+		return "not bound to the consumer"
+	case !nc.IsConnected():
+		return "not connected to NATS"
+	case w.fetchersLive.Load() < int64(w.cfg.Workers):
+		return fmt.Sprintf("%d of %d fetchers pulling", w.fetchersLive.Load(), w.cfg.Workers)
+	}
+	if since := w.failingSince.Load(); since != 0 && time.Since(time.Unix(0, since)) >= unwritableAfter {
+		return "uploads to S3 failing since " + time.Unix(0, since).UTC().Format(time.RFC3339)
+	}
+	return ""
 }

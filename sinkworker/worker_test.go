@@ -20,7 +20,7 @@ import (
 	"github.com/parquet-go/parquet-go"
 )
 
-var keyPattern = regexp.MustCompile(`^events/app_id=[a-z0-9-]+/date=\d{4}-\d{2}-\d{2}/hour=\d{2}/EVENTS-warehouse-(\d+)-(\d+)\.parquet$`)
+var keyPattern = regexp.MustCompile(`^events/app_id=[a-z0-9-]+/date=\d{4}-\d{2}-\d{2}/hour=\d{2}/EVENTS\.[0-9a-f]+-warehouse-(\d+)-(\d+)\.parquet$`)
 
 // Every published event ends up in S3 exactly once, in the file of its
 // partition, and the consumer is left with nothing pending.
@@ -139,11 +139,14 @@ func TestParquetSchema(t *testing.T) {
 
 func TestObjectKey(t *testing.T) {
 	key := partitionKey{app: "shop", bucket: time.Date(2026, 3, 14, 7, 0, 0, 0, time.UTC).Unix()}
-	if got, want := objectKey("events/", "EVENTS", "warehouse", key, "hour", 10, 250), "events/app_id=shop/date=2026-03-14/hour=07/EVENTS-warehouse-10-250.parquet"; got != want {
+	if got, want := objectKey("events/", "EVENTS.1", "warehouse", key, "hour", 10, 250), "events/app_id=shop/date=2026-03-14/hour=07/EVENTS.1-warehouse-10-250.parquet"; got != want {
 		t.Errorf("hour key = %s, want %s", got, want)
 	}
+	if got, want := streamIncarnation("EVENTS", time.Unix(0, 0x18b2c3d4e5f60718)), "EVENTS.18b2c3d4e5f60718"; got != want {
+		t.Errorf("incarnation = %s, want %s", got, want)
+	}
 	key.bucket = time.Date(2026, 3, 14, 0, 0, 0, 0, time.UTC).Unix()
-	if got, want := objectKey("", "EVENTS", "warehouse", key, "day", 1, 1), "app_id=shop/date=2026-03-14/EVENTS-warehouse-1-1.parquet"; got != want {
+	if got, want := objectKey("", "EVENTS.1", "warehouse", key, "day", 1, 1), "app_id=shop/date=2026-03-14/EVENTS.1-warehouse-1-1.parquet"; got != want {
 		t.Errorf("day key = %s, want %s", got, want)
 	}
 }
@@ -260,7 +263,7 @@ func TestReadinessAndConsumerCreation(t *testing.T) {
 	}
 	cc := c.CachedInfo().Config
 	if cc.Durable != e.cfg.Consumer || cc.AckPolicy != jetstream.AckExplicitPolicy || cc.AckWait != e.cfg.AckWait ||
-		cc.FilterSubject != "later.>" || cc.MaxDeliver != e.cfg.MaxDeliver {
+		cc.FilterSubject != "later.>" || cc.MaxDeliver != -1 {
 		t.Errorf("created consumer %+v does not match ConsumerConfig", cc)
 	}
 	resp, err := http.Get(base + "/metrics")

@@ -56,6 +56,11 @@ type Config struct {
 	MaxAckPending     int           `env:"MAX_ACK_PENDING"`
 	FetchBatchSize    int           `env:"FETCH_BATCH_SIZE"`
 	DeadLetterSubject string        `env:"DEAD_LETTER_SUBJECT"`
+	// CreateConsumer lets a worker create its durable consumer when it is
+	// missing (a worker run on its own). The operator sets it to false: it
+	// owns the consumer, and a consumer that was removed on purpose must
+	// not come back as a DeliverAll replay of the whole stream.
+	CreateConsumer bool `env:"CREATE_CONSUMER"`
 
 	// S3 destination. Credentials come from the AWS SDK's default chain
 	// (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, web identity, instance role).
@@ -74,6 +79,12 @@ type Config struct {
 	Compression      string        `env:"COMPRESSION"`
 	TimeGranularity  string        `env:"TIME_GRANULARITY"`
 
+	// Events. An event time outside [EventTimeMin, now+EventTimeMaxAhead]
+	// is poison: a clock or unit mistake that would land in an absurd
+	// partition.
+	EventTimeMin      time.Time     `env:"EVENT_TIME_MIN"`
+	EventTimeMaxAhead time.Duration `env:"EVENT_TIME_MAX_AHEAD"`
+
 	// Process.
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT"`
 	MetricsAddr     string        `env:"METRICS_ADDR"`
@@ -87,20 +98,23 @@ const MetricsPort = 9090
 // The WarehouseSink CRD defaults mirror these values.
 func Default() Config {
 	return Config{
-		Consumer:         "warehouse",
-		AckWait:          2 * time.Minute,
-		MaxDeliver:       10,
-		FetchBatchSize:   500,
-		Region:           "us-east-1",
-		Workers:          4,
-		BatchMaxEvents:   10000,
-		BatchMaxBytes:    64 << 20,
-		BatchMaxAge:      60 * time.Second,
-		MaxBufferedBytes: 256 << 20,
-		Compression:      CompressionZstd,
-		TimeGranularity:  GranularityHour,
-		ShutdownTimeout:  30 * time.Second,
-		MetricsAddr:      fmt.Sprintf(":%d", MetricsPort),
+		Consumer:          "warehouse",
+		AckWait:           2 * time.Minute,
+		MaxDeliver:        10,
+		FetchBatchSize:    500,
+		Region:            "us-east-1",
+		Workers:           4,
+		BatchMaxEvents:    10000,
+		BatchMaxBytes:     64 << 20,
+		BatchMaxAge:       60 * time.Second,
+		MaxBufferedBytes:  256 << 20,
+		CreateConsumer:    true,
+		EventTimeMin:      time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC),
+		EventTimeMaxAhead: 24 * time.Hour,
+		Compression:       CompressionZstd,
+		TimeGranularity:   GranularityHour,
+		ShutdownTimeout:   30 * time.Second,
+		MetricsAddr:       fmt.Sprintf(":%d", MetricsPort),
 	}
 }
 
@@ -210,6 +224,13 @@ func (c Config) Validate() error {
 	if !slices.Contains([]string{CompressionZstd, CompressionSnappy, CompressionGzip, CompressionNone}, c.Compression) {
 		bad("COMPRESSION", "%q is not one of zstd, snappy, gzip, none", c.Compression)
 	}
+	if c.EventTimeMin.Before(MinEventTimeFloor) {
+		bad("EVENT_TIME_MIN", "(%s) must not be before %s: below it, epoch seconds and epoch milliseconds could not be told apart",
+			c.EventTimeMin.Format(time.RFC3339), MinEventTimeFloor.Format(time.RFC3339))
+	}
+	if c.EventTimeMaxAhead < 0 {
+		bad("EVENT_TIME_MAX_AHEAD", "must not be negative")
+	}
 	if c.TimeGranularity != GranularityHour && c.TimeGranularity != GranularityDay {
 		bad("TIME_GRANULARITY", "%q is not one of hour, day", c.TimeGranularity)
 	}
@@ -228,12 +249,23 @@ func eachField(c *Config, fn func(name string, secret bool, v reflect.Value)) {
 	}
 }
 
-var durationType = reflect.TypeFor[time.Duration]()
+// MinEventTimeFloor is the earliest EventTimeMin allowed. An epoch number
+// below 1e11 is read as seconds, anything above as milliseconds; 1e11
+// milliseconds is 1973-03-03T09:46:40Z, so with event times no earlier than
+// this, no number is a valid time in both units.
+var MinEventTimeFloor = time.UnixMilli(1e11).UTC()
+
+var (
+	durationType = reflect.TypeFor[time.Duration]()
+	timeType     = reflect.TypeFor[time.Time]()
+)
 
 func format(v reflect.Value) string {
 	switch {
 	case v.Type() == durationType:
 		return time.Duration(v.Int()).String()
+	case v.Type() == timeType:
+		return v.Interface().(time.Time).UTC().Format(time.RFC3339)
 	case v.Kind() == reflect.Slice:
 		return strings.Join(v.Interface().([]string), ",")
 	default:
@@ -249,6 +281,12 @@ func parse(v reflect.Value, raw string) error {
 			return errors.New("not a duration (e.g. 30s, 2m)")
 		}
 		v.SetInt(int64(d))
+	case v.Type() == timeType:
+		t, err := time.Parse(time.RFC3339, raw)
+		if err != nil {
+			return errors.New("not an RFC 3339 time (e.g. 2000-01-01T00:00:00Z)")
+		}
+		v.Set(reflect.ValueOf(t.UTC()))
 	case v.Kind() == reflect.String:
 		v.SetString(raw)
 	case v.Kind() == reflect.Bool:

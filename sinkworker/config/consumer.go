@@ -26,13 +26,20 @@ func (c Config) AckPendingPerProcess() int {
 // ConsumerConfig is the durable pull consumer a sink reads from. The operator
 // creates or updates it to match; a worker run outside Kubernetes creates it
 // when it is absent. Both call this one function so they agree on it.
+//
+// Its MaxDeliver is unlimited: JetStream drops a message silently once it
+// has been delivered MaxDeliver times, and deliveries are also spent by
+// things that are not the event's fault (a pod killed before its ACK, a
+// lease lost while NATS was away). The worker bounds deliveries itself
+// instead (Config.MaxDeliver): an event delivered more often than that
+// without being written is dead-lettered, durably, never dropped.
 func (c Config) ConsumerConfig() jetstream.ConsumerConfig {
 	cc := jetstream.ConsumerConfig{
 		Durable:       c.Consumer,
 		Description:   "jetsink: events to s3://" + c.Bucket + "/" + c.Prefix,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       c.AckWait,
-		MaxDeliver:    c.MaxDeliver,
+		MaxDeliver:    -1,
 		MaxAckPending: c.AckPendingPerProcess(),
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 	}
