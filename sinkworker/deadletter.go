@@ -39,9 +39,9 @@ type deadLetterer struct {
 	// a stream re-created within the dead-letter stream's duplicate window
 	// numbers its events from 1 again.
 	incarnation string
-	backoff Backoff
-	metrics *metrics
-	log     *slog.Logger
+	backoff     Backoff
+	metrics     *metrics
+	log         *slog.Logger
 
 	mu       sync.Mutex
 	lastWarn time.Time

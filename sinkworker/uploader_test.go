@@ -33,7 +33,9 @@ func TestUploadNeverClobbers(t *testing.T) {
 		t.Fatal(err)
 	}
 	const key = "events/app_id=a/date=2026-01-01/hour=00/S.1-c-1-9.parquet"
-	put := func(body string) (string, error) { return up.put(t.Context(), key, []byte(body), contentHash([]byte(body))) }
+	put := func(body string) (string, error) {
+		return up.put(t.Context(), key, []byte(body), contentHash([]byte(body)))
+	}
 
 	if got, err := put("first"); err != nil || got != key {
 		t.Fatalf("first put: %s, %v", got, err)

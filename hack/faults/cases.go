@@ -24,8 +24,12 @@ type faultCase struct {
 	allowDup bool
 	settle   time.Duration
 	// startsWorker: the script publishes a backlog first and starts the
-	// worker itself; otherwise the worker runs before the script starts.
+	// worker itself; otherwise the worker runs (and is ready) before the
+	// script starts.
 	startsWorker bool
+	// rebind: the case removes what the worker is bound to; its note says
+	// whether the worker re-bound in place or exited and was restarted.
+	rebind bool
 	run          func(ctx context.Context, s *stack, r *result) error
 	// check, when set, runs after settling, while the worker still runs.
 	check func(ctx context.Context, s *stack, r *result)
@@ -212,7 +216,7 @@ var cases = []*faultCase{
 		name: "5a-consumer-deleted", about: "durable consumer deleted under the worker, re-created by the harness 5s later",
 		// The re-created consumer (DeliverAll, as the operator creates it)
 		// replays the stream: duplicates are expected.
-		allowDup: true, settle: 45 * time.Second,
+		allowDup: true, settle: 45 * time.Second, rebind: true,
 		run: func(ctx context.Context, s *stack, r *result) error {
 			flow := background(func() error { return s.pub.flow(ctx, 3000, 30*time.Second, flowOf("5a", 200)) })
 			if err := sleep(ctx, 8*time.Second); err != nil {
@@ -233,7 +237,7 @@ var cases = []*faultCase{
 	{
 		name: "5b-stream-recreated", about: "stream deleted and re-created; new events reuse sequences 1..2000 with new ids",
 		opts:   stackOpts{worker: func(c *config.Config) { c.BatchMaxEvents = 500 }},
-		settle: 45 * time.Second, startsWorker: true,
+		settle: 45 * time.Second, startsWorker: true, rebind: true,
 		run: func(ctx context.Context, s *stack, r *result) error {
 			// One app, one hour, batches cut at 500: both generations
 			// fall into the same keys (…-EVENTS-warehouse-1-500.parquet).
@@ -272,19 +276,18 @@ var cases = []*faultCase{
 		},
 	},
 	{
-		name: "6a-dlq-deleted", about: "DLQ stream deleted for 10s while poison events arrive, then re-created",
+		name: "6a-dlq-deleted", about: "DLQ stream deleted (after the worker found it) while poison events arrive, re-created 12s later",
 		settle: 60 * time.Second,
 		run: func(ctx context.Context, s *stack, r *result) error {
-			flow := background(func() error {
-				return s.pub.flow(ctx, 2000, 20*time.Second, withPoison("6a", 50, flowOf("6a", 200)))
-			})
-			if err := sleep(ctx, 2*time.Second); err != nil {
-				return err
-			}
+			// Deleted before the first poison event: what the worker
+			// dead-letters before the delete would go with the stream.
 			if err := s.deleteStream(ctx, dlqStream); err != nil {
 				return err
 			}
-			if err := sleep(ctx, 10*time.Second); err != nil {
+			flow := background(func() error {
+				return s.pub.flow(ctx, 2000, 20*time.Second, withPoison("6a", 50, flowOf("6a", 200)))
+			})
+			if err := sleep(ctx, 12*time.Second); err != nil {
 				return err
 			}
 			if err := s.createDLQ(ctx, 0); err != nil {

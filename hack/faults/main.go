@@ -185,6 +185,9 @@ func runCase(parent context.Context, bins binaries, dir string, c *faultCase, al
 			r.err = err
 			return r
 		}
+		if !s.worker.waitReady(ctx, 30*time.Second) {
+			r.note("worker not ready 30s after its start")
+		}
 	}
 	if err := c.run(ctx, s, r); err != nil {
 		r.err = fmt.Errorf("script: %w", err)
@@ -207,6 +210,10 @@ func runCase(parent context.Context, bins binaries, dir string, c *faultCase, al
 	}
 	starts, killed, exits := s.worker.history()
 	switch {
+	case c.rebind && len(exits) == 0:
+		r.note("worker re-bound without exiting")
+	case c.rebind:
+		r.note("worker exited %d× (%s) and was restarted", len(exits), strings.Join(exits, "; "))
 	case len(exits) > 0:
 		r.note("worker exited by itself %d× (%s), restarted", len(exits), strings.Join(exits, "; "))
 	case killed > 0:

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -162,6 +163,22 @@ func (w *worker) stop(grace time.Duration) (time.Duration, error) {
 		<-w.stopped
 	}
 	return took, err
+}
+
+// waitReady waits until the running process answers /readyz with 200.
+func (w *worker) waitReady(ctx context.Context, timeout time.Duration) bool {
+	c := http.Client{Timeout: time.Second}
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if resp, err := c.Get(w.metrics + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return true
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return false
 }
 
 // alive reports whether a worker process is running now.
