@@ -203,7 +203,7 @@ func TestSinkBecomesDeploymentServiceConsumerAndStatus(t *testing.T) {
 		t.Fatalf("consumer not created: %v", err)
 	}
 	cc := cons.CachedInfo().Config
-	if cc.AckPolicy != jetstream.AckExplicitPolicy || cc.AckWait != 2*time.Minute || cc.MaxDeliver != 10 ||
+	if cc.AckPolicy != jetstream.AckExplicitPolicy || cc.AckWait != 2*time.Minute || cc.MaxDeliver != -1 ||
 		cc.FilterSubject != "events.>" || cc.MaxAckPending < 2*4*500 {
 		t.Errorf("consumer config = %+v", cc)
 	}

@@ -165,8 +165,13 @@ type SourceSpec struct {
 	// +optional
 	AckWait *metav1.Duration `json:"ackWait,omitempty"`
 
-	// maxDeliver is how many times an event is delivered before JetStream
-	// gives up on it.
+	// maxDeliver bounds the deliveries of an event whose batch fails by
+	// itself (cannot be encoded): after that many it is dead-lettered
+	// instead of being handed back again. Deliveries spent by anything that
+	// is not the event's fault (an S3 or network outage, a pod restart, a
+	// lost lease) never dead-letter or drop an event: the consumer the
+	// operator creates has no delivery limit of its own, and workers retry
+	// sink-side failures in place without spending deliveries.
 	// +kubebuilder:default=10
 	// +kubebuilder:validation:Minimum=1
 	// +optional

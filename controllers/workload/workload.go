@@ -72,6 +72,9 @@ func WorkerConfig(sink *jetsinkv1.WarehouseSink) config.Config {
 	setIf(&c.MaxDeliver, int(s.Source.MaxDeliver))
 	setIf(&c.FetchBatchSize, int(s.Source.FetchBatchSize))
 	c.DeadLetterSubject = s.Source.DeadLetterSubject
+	// The operator owns the consumer: a worker never re-creates one that
+	// was removed (that would replay the whole stream).
+	c.CreateConsumer = false
 
 	c.Bucket = s.Destination.Bucket
 	c.Prefix = s.Destination.Prefix

@@ -59,7 +59,8 @@ func TestWorkerEnvLoadsBackIntoTheSpec(t *testing.T) {
 	want := config.Config{
 		NATSURL: "nats://nats.nats:4222", Stream: "EVENTS", Consumer: "warehouse",
 		FilterSubjects: []string{"events.>"}, AckWait: 2 * time.Minute, MaxDeliver: 7,
-		FetchBatchSize: 250, DeadLetterSubject: "dlq.events",
+		FetchBatchSize: 250, DeadLetterSubject: "dlq.events", CreateConsumer: false,
+		EventTimeMin: config.Default().EventTimeMin, EventTimeMaxAhead: config.Default().EventTimeMaxAhead,
 		Bucket: "lake", Prefix: "events/", Region: "eu-west-1", Endpoint: "http://minio:9000", ForcePathStyle: true,
 		Workers: 3, BatchMaxEvents: 5000, BatchMaxBytes: 32 << 20, BatchMaxAge: 45 * time.Second,
 		MaxBufferedBytes: 128 << 20, Compression: "snappy", TimeGranularity: "day",
