@@ -1,6 +1,7 @@
 package sinkworker
 
 import (
+	"fmt"
 	"runtime"
 	rtmetrics "runtime/metrics"
 	"strconv"
@@ -11,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetsink/jetsink/internal/testutil/s3test"
+	"github.com/jetsink/jetsink/sinkworker/config"
 )
 
 // Poison events go to the dead-letter subject with headers that say why and
@@ -402,4 +404,60 @@ func liveHeap() uint64 {
 	s := []rtmetrics.Sample{{Name: "/gc/heap/live:bytes"}}
 	rtmetrics.Read(s)
 	return s[0].Value.Uint64()
+}
+
+// Messages the pull iterator prefetched while the memory cap keeps its
+// fetcher waiting are taken in and leased: an upload hanging for several
+// AckWaits, with a budget full after a few events, redelivers nothing.
+func TestPrefetchedMessagesStayLeasedBehindTheCap(t *testing.T) {
+	e := newEnv(t)
+	e.cfg.AckWait = time.Second
+	e.cfg.BatchMaxAge = 200 * time.Millisecond
+	e.cfg.Workers = 1
+	e.cfg.FetchBatchSize = 500
+	e.cfg.MaxBufferedBytes = 64 << 10 // a few dozen events
+	e.cfg.BatchMaxBytes = 32 << 10
+	e.proxy.Set("", s3test.Fault{Delay: 3500 * time.Millisecond})
+	evs := makeEvents(400, []string{"shop"}, 1)
+	e.publish(evs)
+	w := e.start(Backoff{})
+	eventually(t, 60*time.Second, "every event written", func() bool {
+		return metric(t, w.reg, "jetsink_events_acked_total") == float64(len(evs))
+	})
+	w.stop(t)
+	if info := e.consumer(); info.NumRedelivered != 0 {
+		t.Errorf("consumer redelivered %d events that waited behind the cap", info.NumRedelivered)
+	}
+	if got := metric(t, w.reg, "jetsink_events_received_total"); got != float64(len(evs)) {
+		t.Errorf("received %v deliveries of %d events", got, len(evs))
+	}
+	e.checkWritten(evs)
+}
+
+// Thousands of one-event partitions are counted for what they hold,
+// pre-allocated slices included: the heap grows by about what is counted.
+func TestManyPartitionsAreCountedForWhatTheyHold(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector changes what memory holds")
+	}
+	cfg := config.Default()
+	cfg.MaxBufferedBytes = 1 << 40
+	b := testBatcher(cfg)
+	const partitions = 5000
+	rows := make([]Row, partitions)
+	for i := range rows {
+		rows[i] = Row{AppID: fmt.Sprintf("app-%04d", i), Event: "x", Timestamp: time.Date(2026, 3, 14, 0, 0, 0, 0, time.UTC)}
+	}
+	before := liveHeap()
+	for i := range rows {
+		b.add(&rows[i], trackedMsg{seq: uint64(i)}, 100, time.Now())
+	}
+	grown := float64(liveHeap()) - float64(before)
+	_, counted, _ := b.stats()
+	t.Logf("%d partitions: heap +%.1f MiB, counted %.1f MiB", partitions, grown/(1<<20), float64(counted)/(1<<20))
+	if grown > 1.25*float64(counted) {
+		t.Errorf("%d one-event partitions grew the heap by %.1f MiB, but only %.1f MiB are counted against the cap",
+			partitions, grown/(1<<20), float64(counted)/(1<<20))
+	}
+	runtime.KeepAlive(b)
 }

@@ -3,6 +3,7 @@ package sinkworker
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"os"
@@ -373,4 +374,63 @@ func TestMaxAckPendingDoesNotStall(t *testing.T) {
 	}
 	w.stop(t)
 	e.checkWritten(evs)
+}
+
+// A consumer deleted under a running worker is noticed: /readyz fails, the
+// worker writes what it holds and Run returns an error (the process exits
+// non-zero, so Kubernetes restarts it). Under the operator
+// (CreateConsumer false) the restarted worker does not re-create the
+// consumer: it waits, unready, until the operator has, then consumes again.
+func TestDeletedConsumerEndsTheWorker(t *testing.T) {
+	e := newEnv(t)
+	e.cfg.CreateConsumer = false
+	if _, err := e.js.CreateConsumer(t.Context(), testStream, e.cfg.ConsumerConfig()); err != nil {
+		t.Fatal(err)
+	}
+	first := makeEvents(200, []string{"shop"}, 1)
+	e.publish(first)
+	w := e.start(Backoff{})
+	eventually(t, 10*time.Second, "first events ACKed", func() bool {
+		return metric(t, w.reg, "jetsink_events_acked_total") == float64(len(first))
+	})
+	if err := e.js.DeleteConsumer(t.Context(), testStream, e.cfg.Consumer); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-w.done:
+		if err == nil {
+			t.Fatal("Run returned nil after its consumer was deleted; want an error (a non-zero exit)")
+		}
+		t.Logf("Run: %v", err)
+	case <-time.After(15 * time.Second):
+		t.Fatal("worker still running 15 s after its consumer was deleted")
+	}
+	w.once.Do(func() {}) // already stopped
+
+	// The restart: no consumer yet, and the worker must not make one.
+	again := e.start(Backoff{})
+	time.Sleep(2500 * time.Millisecond)
+	if _, err := e.js.Consumer(t.Context(), testStream, e.cfg.Consumer); !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		t.Fatalf("consumer after a restart without CreateConsumer: %v; want it not re-created", err)
+	}
+	if why := again.notReady(); why == "" {
+		t.Error("ready without a consumer")
+	}
+	// The operator re-creates it from where the stream is now.
+	cc := e.cfg.ConsumerConfig()
+	cc.DeliverPolicy = jetstream.DeliverNewPolicy
+	if _, err := e.js.CreateConsumer(t.Context(), testStream, cc); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "ready once the consumer is back", func() bool { return again.notReady() == "" })
+	second := makeEvents(100, []string{"blog"}, 1)
+	for i := range second {
+		second[i].ID = "after-" + second[i].ID
+	}
+	e.publish(second)
+	eventually(t, 10*time.Second, "new events ACKed", func() bool {
+		return metric(t, again.reg, "jetsink_events_acked_total") == float64(len(second))
+	})
+	again.stop(t)
+	e.checkWritten(append(first, second...))
 }
