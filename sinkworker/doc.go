@@ -5,10 +5,11 @@
 // Data flows one way through small types, each with one job:
 //
 //		fetcher ──► decoder ──► batcher ──► encoder ──► uploader ──► acker
-//		  (pull)      │ poison    (partitions,  (Parquet)   (S3 PUT,    (ACK, or
-//		              ▼           memory cap,               If-None-    NakWithDelay)
-//		          deadLetterer    leases)                   Match: *)
-//		     (publish, then Term)
+//		  (pull)      │ poison    (partitions,  (Parquet)   (S3 PUT,    (ACK; NAK only
+//		              ▼           memory cap,               If-None-    at shutdown)
+//		          deadLetterer    leases)                   Match: *,
+//		  (publish, stream acks,                            retried in
+//		   then Term; else NAK)                             place)
 //
 //	  - Config.Workers fetcher goroutines pull from the consumer and decode in
 //	    place, so JSON decoding scales with the fetchers. A decoded event
@@ -21,17 +22,23 @@
 //	    consumer reaches MaxAckPending, when the consumer is caught up and the
 //	    partition's hour is over (the end of a backlog), and on shutdown.
 //	    When the cap is reached the fetchers block, which is what bounds memory
-//	    under any backlog. It also keeps waiting messages leased (InProgress)
-//	    so JetStream does not redeliver them behind the worker's back.
+//	    under any backlog; a fetcher blocked for long takes in what its pull
+//	    iterator prefetched and pauses pulling, so every message it holds is
+//	    in a batch. The batcher keeps every held message leased (InProgress)
+//	    so JetStream does not redeliver it behind the worker's back, except
+//	    while NATS is disconnected; it renews every lease on reconnect.
 //	  - Flusher goroutines take cut batches, encode them (encoder) and PUT them
 //	    under a deterministic key (uploader). A written batch goes to the
 //	    acker's goroutine, which ACKs every message of the batches written
 //	    meanwhile and confirms them with one flush before their memory is
-//	    released; a failed batch's messages are NAKed with backoff by the
-//	    flusher. Partitions never wait on each other, and fetching never
-//	    waits on an upload except through the memory cap.
+//	    released. A failed upload is the sink's problem, not the events':
+//	    the flusher retries it in place with backoff for as long as S3 fails,
+//	    and no delivery is spent. Partitions never wait on each other, and
+//	    fetching never waits on an upload except through the memory cap.
 //
 // Worker ties these together, serves metrics and health on MetricsAddr, and
 // on shutdown stops fetching, flushes and ACKs what it can within
-// ShutdownTimeout and NAKs the rest for immediate redelivery elsewhere.
+// ShutdownTimeout and NAKs the rest for immediate redelivery elsewhere. If
+// its consumer or stream is deleted it does the same drain and Run returns
+// an error, so the process exits and is restarted to bind again.
 package sinkworker
