@@ -30,7 +30,7 @@ type faultCase struct {
 	// rebind: the case removes what the worker is bound to; its note says
 	// whether the worker re-bound in place or exited and was restarted.
 	rebind bool
-	run          func(ctx context.Context, s *stack, r *result) error
+	run    func(ctx context.Context, s *stack, r *result) error
 	// check, when set, runs after settling, while the worker still runs.
 	check func(ctx context.Context, s *stack, r *result)
 }

@@ -24,7 +24,7 @@
 // started is stopped when it ends, fails or is interrupted (Ctrl-C). The
 // exit status is non-zero when any case fails.
 //
-//	go run ./hack/faults [-case NAME[,NAME]] [-v] [-keep] [-list]
+//	go run ./hack/faults [-case NAME[,NAME]] [-v] [-keep] [-list] [-worker PATH]
 package main
 
 import (
@@ -49,6 +49,7 @@ func main() {
 	verbose := flag.Bool("v", false, "stream the worker's logs to stderr")
 	keep := flag.Bool("keep", false, "keep every case's directory (logs, store, bucket), not only the failing ones'")
 	list := flag.Bool("list", false, "list the cases and exit")
+	workerBin := flag.String("worker", "", "the sinkworker binary to test (default bin/sinkworker)")
 	flag.Parse()
 
 	if *list {
@@ -62,7 +63,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "faults:", err)
 		os.Exit(2)
 	}
-	bins, err := findBinaries()
+	bins, err := findBinaries(*workerBin)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "faults:", err)
 		os.Exit(2)
@@ -143,7 +144,7 @@ func selectCases(only string) ([]*faultCase, error) {
 	return out, nil
 }
 
-func findBinaries() (binaries, error) {
+func findBinaries(workerBin string) (binaries, error) {
 	root, err := reporoot.Find()
 	if err != nil {
 		return binaries{}, err
@@ -154,6 +155,9 @@ func findBinaries() (binaries, error) {
 		versitygw: filepath.Join(bin, "versitygw"),
 		toxiproxy: filepath.Join(bin, "toxiproxy-server"),
 		worker:    filepath.Join(bin, "sinkworker"),
+	}
+	if workerBin != "" {
+		b.worker = workerBin
 	}
 	for _, p := range []string{b.nats, b.versitygw, b.toxiproxy, b.worker} {
 		if _, err := os.Stat(p); err != nil {

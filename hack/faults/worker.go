@@ -181,13 +181,6 @@ func (w *worker) waitReady(ctx context.Context, timeout time.Duration) bool {
 	return false
 }
 
-// alive reports whether a worker process is running now.
-func (w *worker) alive() bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.cur != nil && !w.cur.exited()
-}
-
 // sampleRSS reads VmHWM, the process's peak resident set, from /proc.
 func (w *worker) sampleRSS(pid int) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
