@@ -380,15 +380,7 @@ func (b *batcher) tick(now time.Time) {
 		lease = append(lease, msgs)
 	}
 	if b.connected == nil || b.connected() {
-		for _, bt := range b.open {
-			collect(bt)
-		}
-		for _, bt := range b.ready {
-			collect(bt)
-		}
-		for bt := range b.inflight {
-			collect(bt)
-		}
+		b.eachHeld(collect)
 	}
 	b.mu.Unlock()
 	for _, msgs := range lease {
@@ -413,15 +405,7 @@ func (b *batcher) tick(now time.Time) {
 func (b *batcher) renewAllLeases() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for _, bt := range b.open {
-		bt.leased = time.Time{}
-	}
-	for _, bt := range b.ready {
-		bt.leased = time.Time{}
-	}
-	for bt := range b.inflight {
-		bt.leased = time.Time{}
-	}
+	b.eachHeld(func(bt *batch) { bt.leased = time.Time{} })
 }
 
 // oldest is when the oldest event not yet written arrived (zero when none).
@@ -429,21 +413,26 @@ func (b *batcher) oldest() time.Time {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var t time.Time
-	older := func(bt *batch) {
+	b.eachHeld(func(bt *batch) {
 		if t.IsZero() || bt.opened.Before(t) {
 			t = bt.opened
 		}
-	}
+	})
+	return t
+}
+
+// eachHeld calls fn for every batch not yet released: open, cut and
+// waiting for a flusher, or being written. Called with mu held.
+func (b *batcher) eachHeld(fn func(*batch)) {
 	for _, bt := range b.open {
-		older(bt)
+		fn(bt)
 	}
 	for _, bt := range b.ready {
-		older(bt)
+		fn(bt)
 	}
 	for bt := range b.inflight {
-		older(bt)
+		fn(bt)
 	}
-	return t
 }
 
 // cutAll cuts every open batch and reports how many it cut.
