@@ -35,6 +35,10 @@ type faultCase struct {
 	check func(ctx context.Context, s *stack, r *result)
 }
 
+// The S3 cases settle for up to 40 s: the worker's retry backoff reaches
+// 30 s during a long outage, so its first attempt after recovery may come
+// that late.
+//
 // outage is how long S3 is away in case 1: well over AckWait × MaxDeliver
 // (12 s), so a worker that spent deliveries on a sink outage would
 // dead-letter or drop events.
@@ -63,7 +67,7 @@ func withPoison(tag string, every int, mk func(int) event) func(int) event {
 var cases = []*faultCase{
 	{
 		name: "1a-s3-stopped", about: "versitygw stopped for 24s (> AckWait×MaxDeliver) under live traffic",
-		settle: 45 * time.Second,
+		settle: 40 * time.Second,
 		run: func(ctx context.Context, s *stack, r *result) error {
 			flow := background(func() error { return s.pub.flow(ctx, 3000, 36*time.Second, flowOf("1a", 200)) })
 			if err := sleep(ctx, 4*time.Second); err != nil {
@@ -82,7 +86,7 @@ var cases = []*faultCase{
 	},
 	{
 		name: "1b-s3-proxy-off", about: "toxiproxy s3 proxy disabled for 24s (connection refused)",
-		settle: 45 * time.Second,
+		settle: 40 * time.Second,
 		run: func(ctx context.Context, s *stack, r *result) error {
 			flow := background(func() error { return s.pub.flow(ctx, 3000, 36*time.Second, flowOf("1b", 200)) })
 			if err := sleep(ctx, 4*time.Second); err != nil {
@@ -103,7 +107,7 @@ var cases = []*faultCase{
 	},
 	{
 		name: "2a-s3-5xx", about: "S3 answers 500 InternalError / 503 ServiceUnavailable / 503 SlowDown for 45s",
-		opts: stackOpts{s3Front: true}, settle: 45 * time.Second,
+		opts: stackOpts{s3Front: true}, settle: 40 * time.Second,
 		run: func(ctx context.Context, s *stack, r *result) error {
 			flow := background(func() error { return s.pub.flow(ctx, 3000, 55*time.Second, flowOf("2a", 200)) })
 			if err := sleep(ctx, 4*time.Second); err != nil {
@@ -121,7 +125,7 @@ var cases = []*faultCase{
 	},
 	{
 		name: "2b-s3-resets", about: "toxiproxy limit_data (upload cut after 1.5 KB), then reset_peer (RST), 12s each",
-		settle: 45 * time.Second,
+		settle: 40 * time.Second,
 		run: func(ctx context.Context, s *stack, r *result) error {
 			flow := background(func() error { return s.pub.flow(ctx, 3000, 34*time.Second, flowOf("2b", 400)) })
 			if err := sleep(ctx, 4*time.Second); err != nil {
@@ -150,7 +154,7 @@ var cases = []*faultCase{
 	},
 	{
 		name: "3-s3-response-lost", about: "PUTs reach versitygw but every response is dropped (timeout toxic downstream) for 15s",
-		allowDup: true, settle: 45 * time.Second,
+		allowDup: true, settle: 30 * time.Second,
 		run: func(ctx context.Context, s *stack, r *result) error {
 			flow := background(func() error { return s.pub.flow(ctx, 3000, 30*time.Second, flowOf("3", 200)) })
 			if err := sleep(ctx, 4*time.Second); err != nil {
@@ -173,7 +177,7 @@ var cases = []*faultCase{
 	},
 	{
 		name: "4a-nats-restart", about: "nats-server restarted twice (SIGTERM, then SIGKILL; same store and port) under traffic",
-		allowDup: true, settle: 45 * time.Second,
+		allowDup: true, settle: 30 * time.Second,
 		run: func(ctx context.Context, s *stack, r *result) error {
 			flow := background(func() error { return s.pub.flow(ctx, 3000, 34*time.Second, flowOf("4a", 200)) })
 			if err := sleep(ctx, 6*time.Second); err != nil {
@@ -194,7 +198,7 @@ var cases = []*faultCase{
 	},
 	{
 		name: "4b-nats-unreachable", about: "toxiproxy nats proxy disabled for 12s (3× AckWait): leases lapse",
-		allowDup: true, settle: 45 * time.Second,
+		allowDup: true, settle: 30 * time.Second,
 		run: func(ctx context.Context, s *stack, r *result) error {
 			flow := background(func() error { return s.pub.flow(ctx, 3000, 30*time.Second, flowOf("4b", 200)) })
 			if err := sleep(ctx, 6*time.Second); err != nil {
@@ -216,7 +220,7 @@ var cases = []*faultCase{
 		name: "5a-consumer-deleted", about: "durable consumer deleted under the worker, re-created by the harness 5s later",
 		// The re-created consumer (DeliverAll, as the operator creates it)
 		// replays the stream: duplicates are expected.
-		allowDup: true, settle: 45 * time.Second, rebind: true,
+		allowDup: true, settle: 30 * time.Second, rebind: true,
 		run: func(ctx context.Context, s *stack, r *result) error {
 			flow := background(func() error { return s.pub.flow(ctx, 3000, 30*time.Second, flowOf("5a", 200)) })
 			if err := sleep(ctx, 8*time.Second); err != nil {
@@ -237,7 +241,7 @@ var cases = []*faultCase{
 	{
 		name: "5b-stream-recreated", about: "stream deleted and re-created; new events reuse sequences 1..2000 with new ids",
 		opts:   stackOpts{worker: func(c *config.Config) { c.BatchMaxEvents = 500 }},
-		settle: 45 * time.Second, startsWorker: true, rebind: true,
+		settle: 30 * time.Second, startsWorker: true, rebind: true,
 		run: func(ctx context.Context, s *stack, r *result) error {
 			// One app, one hour, batches cut at 500: both generations
 			// fall into the same keys (…-EVENTS-warehouse-1-500.parquet).
@@ -277,7 +281,7 @@ var cases = []*faultCase{
 	},
 	{
 		name: "6a-dlq-deleted", about: "DLQ stream deleted (after the worker found it) while poison events arrive, re-created 12s later",
-		settle: 60 * time.Second,
+		settle: 45 * time.Second,
 		run: func(ctx context.Context, s *stack, r *result) error {
 			// Deleted before the first poison event: what the worker
 			// dead-letters before the delete would go with the stream.
@@ -298,7 +302,7 @@ var cases = []*faultCase{
 	},
 	{
 		name: "6b-dlq-full", about: "DLQ stream full (MaxMsgs 10, DiscardNew) while poison arrives, enlarged after 12s",
-		opts: stackOpts{dlqMaxMsgs: 10}, settle: 60 * time.Second,
+		opts: stackOpts{dlqMaxMsgs: 10}, settle: 45 * time.Second,
 		run: func(ctx context.Context, s *stack, r *result) error {
 			flow := background(func() error {
 				return s.pub.flow(ctx, 2000, 20*time.Second, withPoison("6b", 50, flowOf("6b", 200)))
@@ -319,7 +323,7 @@ var cases = []*faultCase{
 	},
 	{
 		name: "7-worker-kill-9", about: "worker SIGKILLed 5 times during uploads (S3 latency 300ms), restarted each time",
-		allowDup: true, settle: 45 * time.Second,
+		allowDup: true, settle: 30 * time.Second,
 		run: func(ctx context.Context, s *stack, r *result) error {
 			if err := s.toxi.toxic("s3", "slow", "latency", "downstream", map[string]any{"latency": 300}); err != nil {
 				return err

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -245,9 +246,9 @@ func (w *worker) rss() int64 {
 	return w.peakRSS
 }
 
-// problems returns the worker's distinct WARN and ERROR log messages with
-// how often each was logged, for the diagnosis printed under a failing
-// case.
+// problems returns the worker's WARN and ERROR log messages, each once
+// with how often it was logged and the error of its first occurrence, for
+// the diagnosis printed under a failing case.
 func (w *worker) problems(limit int) []string {
 	f, err := os.Open(w.logPath)
 	if err != nil {
@@ -255,35 +256,24 @@ func (w *worker) problems(limit int) []string {
 	}
 	defer f.Close()
 	counts := map[string]int{}
+	first := map[string]string{}
 	var order []string
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		line := sc.Text()
-		if !strings.Contains(line, `"level":"WARN"`) && !strings.Contains(line, `"level":"ERROR"`) {
+		var rec struct {
+			Level string `json:"level"`
+			Msg   string `json:"msg"`
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(sc.Bytes(), &rec) != nil || (rec.Level != "WARN" && rec.Level != "ERROR") {
 			continue
 		}
-		msg := line
-		if i := strings.Index(line, `"msg":"`); i >= 0 {
-			rest := line[i+7:]
-			if j := strings.Index(rest, `"`); j >= 0 {
-				msg = rest[:j]
-			}
-			if k := strings.Index(line, `"error":"`); k >= 0 {
-				e := line[k+9:]
-				if j := strings.Index(e, `"`); j >= 0 {
-					e = e[:j]
-				}
-				if len(e) > 140 {
-					e = e[:140] + "..."
-				}
-				msg += ": " + e
-			}
+		if counts[rec.Msg] == 0 {
+			order = append(order, rec.Msg)
+			first[rec.Msg] = rec.Error
 		}
-		if counts[msg] == 0 {
-			order = append(order, msg)
-		}
-		counts[msg]++
+		counts[rec.Msg]++
 	}
 	var out []string
 	for _, m := range order {
@@ -291,7 +281,14 @@ func (w *worker) problems(limit int) []string {
 			out = append(out, fmt.Sprintf("... and %d more kinds", len(order)-limit))
 			break
 		}
-		out = append(out, fmt.Sprintf("%dx %s", counts[m], m))
+		line := fmt.Sprintf("%dx %s", counts[m], m)
+		if e := first[m]; e != "" {
+			if len(e) > 200 {
+				e = e[:200] + "..."
+			}
+			line += " (first: " + e + ")"
+		}
+		out = append(out, line)
 	}
 	return out
 }
