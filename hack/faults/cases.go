@@ -294,9 +294,11 @@ var cases = []*faultCase{
 			if err := sleep(ctx, 12*time.Second); err != nil {
 				return err
 			}
+			_, poison := s.pub.counts()
 			if err := s.createDLQ(ctx, 0); err != nil {
 				return err
 			}
+			r.note("%d poison events arrived while the DLQ stream was gone", poison)
 			return flow.wait()
 		},
 	},
@@ -309,6 +311,10 @@ var cases = []*faultCase{
 			})
 			if err := sleep(ctx, 12*time.Second); err != nil {
 				return err
+			}
+			if held, err := deadLettered(ctx, s.js, dlqStream); err == nil {
+				_, poison := s.pub.counts()
+				r.note("DLQ full at %d of %d poison events, then enlarged", len(held), poison)
 			}
 			err := retry(ctx, "enlarge DLQ stream", func(ctx context.Context) error {
 				_, err := s.js.UpdateStream(ctx, jetstream.StreamConfig{Name: dlqStream, Subjects: []string{dlqSubject},
