@@ -63,12 +63,7 @@ func TestDecodeTimestampUnits(t *testing.T) {
 		for _, std := range []bool{false, true} {
 			d := testDecoder()
 			var row Row
-			var err error
-			if std {
-				err = d.decodeStd(eventBody(c.ts), &row)
-			} else {
-				err = d.decode(eventBody(c.ts), &row)
-			}
+			err := decodeWith(&d, std, eventBody(c.ts), &row)
 			if err != nil {
 				t.Errorf("timestamp %s (std %v): %v", c.ts, std, err)
 				continue
@@ -165,12 +160,7 @@ func TestDecodeTimestampWindow(t *testing.T) {
 			d := newDecoder(cfg)
 			d.win.now = func() time.Time { return now }
 			var row Row
-			var err error
-			if std {
-				err = d.decodeStd(eventBody(c.ts), &row)
-			} else {
-				err = d.decode(eventBody(c.ts), &row)
-			}
+			err := decodeWith(&d, std, eventBody(c.ts), &row)
 			if got := reasonOf(t, err); got != c.reason {
 				t.Errorf("timestamp %s (std %v): reason %q (%v), want %q", c.ts, std, got, err, c.reason)
 				continue
@@ -230,12 +220,7 @@ func TestDecodeInvalidUTF8InObjects(t *testing.T) {
 	for _, std := range []bool{false, true} {
 		d := testDecoder()
 		var row Row
-		var err error
-		if std {
-			err = d.decodeStd(body, &row)
-		} else {
-			err = d.decode(body, &row)
-		}
+		err := decodeWith(&d, std, body, &row)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -276,4 +261,12 @@ func TestDecodeInvalidUTF8InObjects(t *testing.T) {
 	if !fastDecode(ok, &row, &d.win) || row.Properties != `{"ké":"€"}` {
 		t.Errorf("fast path declined valid UTF-8 in properties, or got %q", row.Properties)
 	}
+}
+
+// decodeWith decodes with encoding/json's path (std) or the fast one.
+func decodeWith(d *decoder, std bool, body []byte, row *Row) error {
+	if std {
+		return d.decodeStd(body, row)
+	}
+	return d.decode(body, row)
 }

@@ -11,29 +11,12 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/parquet-go/parquet-go"
 
 	"github.com/jetsink/jetsink/sinkworker"
 )
-
-// Credentials of versitygw's root account, for the worker and the harness.
-const (
-	s3AccessKey = "jetsink-faults"
-	s3SecretKey = "jetsink-faults-secret"
-	s3Region    = "us-east-1"
-)
-
-func newS3Client(endpoint string) *s3.Client {
-	return s3.New(s3.Options{
-		Region:       s3Region,
-		BaseEndpoint: aws.String(endpoint),
-		UsePathStyle: true,
-		Credentials:  credentials.NewStaticCredentialsProvider(s3AccessKey, s3SecretKey, ""),
-	})
-}
 
 // lake reads the bucket back the way a query engine would: every Parquet
 // object under the prefix, every row's event_id. It talks to versitygw

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/jetsink/jetsink/internal/testutil/s3test"
 )
 
 // server is nats-server or versitygw as a process that can be stopped
@@ -43,7 +45,7 @@ func newS3(bins binaries, dir, logs string) (*server, error) {
 		return nil, err
 	}
 	return &server{name: "versitygw", bin: bins.versitygw, port: port, logPath: filepath.Join(logs, "versitygw.log"),
-		args: []string{"--access", s3AccessKey, "--secret", s3SecretKey, "--region", s3Region,
+		args: []string{"--access", s3test.AccessKey, "--secret", s3test.SecretKey, "--region", s3test.Region,
 			"--port", loopback(port), "--quiet", "posix", root}}, nil
 }
 

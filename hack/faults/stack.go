@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jetsink/jetsink/internal/testutil/s3test"
 	"github.com/jetsink/jetsink/sinkworker/config"
 )
 
@@ -115,7 +116,7 @@ func startStack(ctx context.Context, bins binaries, dir string, opts stackOpts, 
 		return nil, err
 	}
 	s.pub = newPublisher(s.js)
-	s.s3c = newS3Client("http://" + s.s3.addr())
+	s.s3c = s3test.NewClient("http://" + s.s3.addr())
 	s.lake = newLake(s.s3c, bucket, prefix)
 	if _, err := s.s3c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: ptr(bucket)}); err != nil {
 		return nil, fmt.Errorf("create bucket: %w", err)
@@ -144,8 +145,8 @@ func startStack(ctx context.Context, bins binaries, dir string, opts stackOpts, 
 	s.worker = newWorker(bins.worker, s.cfg, []string{
 		// The operator owns the consumer; the worker must not re-create it.
 		config.EnvPrefix + "CREATE_CONSUMER=false",
-		"AWS_ACCESS_KEY_ID=" + s3AccessKey, "AWS_SECRET_ACCESS_KEY=" + s3SecretKey,
-		"AWS_REGION=" + s3Region, "AWS_EC2_METADATA_DISABLED=true",
+		"AWS_ACCESS_KEY_ID=" + s3test.AccessKey, "AWS_SECRET_ACCESS_KEY=" + s3test.SecretKey,
+		"AWS_REGION=" + s3test.Region, "AWS_EC2_METADATA_DISABLED=true",
 	}, s.logs, verbose)
 	return s, nil
 }
@@ -165,7 +166,7 @@ func workerConfig(natsURL, s3Endpoint, metricsAddr string) config.Config {
 	cfg.Prefix = prefix
 	cfg.Endpoint = s3Endpoint
 	cfg.ForcePathStyle = true
-	cfg.Region = s3Region
+	cfg.Region = s3test.Region
 	cfg.Workers = 2
 	cfg.BatchMaxAge = time.Second
 	cfg.ShutdownTimeout = 10 * time.Second
