@@ -137,7 +137,11 @@ func (d *deadLetterer) publish(ctx context.Context, m trackedMsg, perr *poisonEr
 
 	ctx, cancel := context.WithTimeout(ctx, dlqTimeout)
 	defer cancel()
-	_, err := d.js.PublishMsg(ctx, out)
+	// No retries on "no responders": the event is NAKed and comes back
+	// anyway, and the fetcher waiting here holds its prefetched messages
+	// unleased (nats.go's default, 2 × 250 ms per poison event, made a
+	// fault-matrix run redeliver good events behind a missing DLQ stream).
+	_, err := d.js.PublishMsg(ctx, out, jetstream.WithRetryAttempts(0))
 	switch {
 	case err == nil:
 		d.metrics.deadLetterNoStream.Set(0)

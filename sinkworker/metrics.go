@@ -37,7 +37,6 @@ type metrics struct {
 	lastUpload         prometheus.Gauge
 	deadLetterErrors   prometheus.Counter
 	deadLetterNoStream prometheus.Gauge
-	overMaxDeliver     prometheus.Counter
 }
 
 // Outcomes of an upload attempt (jetsink_upload_attempts_total) and of a
@@ -103,15 +102,13 @@ func newMetrics(reg prometheus.Registerer, b func() *batcher, limit int64, withR
 	m.deadLetterErrors = counter("dead_letter_errors_total", "Dead-letter publishes that no stream acknowledged; the event is kept (NAKed for a later retry), not Term'd.")
 	m.deadLetterNoStream = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "dead_letter_stream_missing",
 		Help: "1 while no JetStream stream acknowledges publishes to the dead-letter subject: a configuration error; poison waits in the source stream."})
-	m.overMaxDeliver = counter("events_over_max_deliver_total",
-		"Events delivered more than MaxDeliver times without being written, and no dead-letter subject to move them to: written anyway.")
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: namespace, Name: name, Help: help}, f)
 	}
 	reg.MustRegister(m.received, m.acked, m.nacked, m.ackErrors, m.terminated, m.deadLettered, m.leased,
 		m.flushes, m.flushSeconds, m.files, m.fileBytes, m.fileRows, m.fileSize, m.s3Errors,
 		m.fetchErrors, m.fetchersLive, m.reconnects, m.redelivered, m.leaseErrors, m.uploads, m.uploadRetries,
-		m.alreadyWritten, m.lastUpload, m.deadLetterErrors, m.deadLetterNoStream, m.overMaxDeliver,
+		m.alreadyWritten, m.lastUpload, m.deadLetterErrors, m.deadLetterNoStream,
 		gauge("oldest_unwritten_batch_age_seconds", "Age of the oldest event held and not yet written (0 when none).", func() float64 {
 			if t := b().oldest(); !t.IsZero() {
 				return time.Since(t).Seconds()
