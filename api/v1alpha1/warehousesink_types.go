@@ -4,6 +4,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
 // Durations are validated with one pattern, repeated in each marker: Go
@@ -15,6 +16,13 @@ import (
 //
 // +kubebuilder:validation:XValidation:rule="duration(self.source.ackWait) > duration(self.batch.maxAge)",message="source.ackWait must be longer than batch.maxAge, or events are redelivered while they wait in an open batch",fieldPath=".source.ackWait"
 type WarehouseSinkSpec struct {
+	// suspend stops the sink without forgetting it: the workers are scaled
+	// to zero, the consumer and its position are kept, and the Ready
+	// condition says Suspended. Setting it back to false resumes where the
+	// sink stopped.
+	// +optional
+	Suspend bool `json:"suspend,omitempty"`
+
 	// replicas is the number of sink worker pods. The /scale subresource
 	// points here, so `kubectl scale` and HorizontalPodAutoscalers work.
 	// Zero stops the sink without deleting it.
@@ -105,6 +113,60 @@ type WarehouseSinkSpec struct {
 	// podAnnotations are added to the worker pods' annotations.
 	// +optional
 	PodAnnotations map[string]string `json:"podAnnotations,omitempty"`
+
+	// imagePullSecrets name Secrets of the sink's namespace the kubelet uses
+	// to pull the worker image from a private registry.
+	// +optional
+	ImagePullSecrets []corev1.LocalObjectReference `json:"imagePullSecrets,omitempty"`
+
+	// priorityClassName of the worker pods.
+	// +optional
+	PriorityClassName string `json:"priorityClassName,omitempty"`
+
+	// topologySpreadConstraints of the worker pods, e.g. to spread them
+	// across zones.
+	// +optional
+	TopologySpreadConstraints []corev1.TopologySpreadConstraint `json:"topologySpreadConstraints,omitempty"`
+
+	// env adds variables to the worker container, e.g. HTTPS_PROXY and
+	// NO_PROXY. Names starting with JETSINK_ are the operator's and are
+	// refused; so are the credential variables the operator sets from the
+	// Secrets.
+	// +kubebuilder:validation:MaxItems=64
+	// +optional
+	Env []corev1.EnvVar `json:"env,omitempty"`
+
+	// podDisruptionBudget is the PodDisruptionBudget the operator keeps for
+	// the workers, so a node drain never evicts more of them at once than
+	// maxUnavailable allows.
+	// +kubebuilder:default={}
+	// +optional
+	PodDisruptionBudget PodDisruptionBudgetSpec `json:"podDisruptionBudget,omitempty"`
+}
+
+// PodDisruptionBudgetSpec sets the workers' PodDisruptionBudget.
+type PodDisruptionBudgetSpec struct {
+	// enabled makes the operator create and own the PodDisruptionBudget;
+	// false deletes the one it owns.
+	// +kubebuilder:default=true
+	// +optional
+	Enabled *bool `json:"enabled,omitempty"`
+
+	// maxUnavailable is how many worker pods a voluntary disruption (a
+	// node drain) may take down at once: a number or a percentage.
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:XIntOrString
+	// +optional
+	MaxUnavailable *intstr.IntOrString `json:"maxUnavailable,omitempty"`
+}
+
+// TLSSpec names a Secret of the sink's namespace with TLS material in the
+// keys cert-manager and kubernetes.io/tls Secrets use.
+type TLSSpec struct {
+	// secretRef names the Secret. For NATS it may hold ca.crt (the CA that
+	// signed the server's certificate) and tls.crt with tls.key (a client
+	// certificate); for S3, ca.crt.
+	SecretRef corev1.LocalObjectReference `json:"secretRef"`
 }
 
 // ConsumerDeletionPolicy says what happens to the JetStream consumer when
@@ -132,9 +194,13 @@ type SourceSpec struct {
 	// +kubebuilder:validation:Pattern=`^[^.*>\s/\\]+$`
 	Stream string `json:"stream"`
 
-	// consumer is the durable pull consumer the operator creates or updates
-	// to match this spec. All workers of the sink share it.
-	// +kubebuilder:default=warehouse
+	// consumer is the durable pull consumer the operator creates and keeps
+	// matching this spec; all workers of the sink share it. Empty means
+	// jetsink-<namespace>-<name>, unique to the sink. The operator only
+	// changes or deletes a consumer whose metadata names this sink as its
+	// owner; to take over an existing consumer, annotate the sink with
+	// jetsink.dev/adopt-consumer: "true". Cannot be changed: a new name
+	// would start a consumer that replays the whole stream.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=255
 	// +kubebuilder:validation:Pattern=`^[^.*>\s/\\]+$`
@@ -196,6 +262,11 @@ type SourceSpec struct {
 	// (a seed) or creds (a .creds file's contents).
 	// +optional
 	CredentialsSecretRef *corev1.LocalObjectReference `json:"credentialsSecretRef,omitempty"`
+
+	// tls configures TLS to NATS beyond the system CAs: a private CA
+	// (ca.crt) and a client certificate (tls.crt, tls.key).
+	// +optional
+	TLS *TLSSpec `json:"tls,omitempty"`
 }
 
 // DestinationSpec is where Parquet files are written.
@@ -234,6 +305,11 @@ type DestinationSpec struct {
 	// (IAM Roles for Service Accounts, instance role).
 	// +optional
 	CredentialsSecretRef *corev1.LocalObjectReference `json:"credentialsSecretRef,omitempty"`
+
+	// tls trusts a private CA (the ca.crt key of the Secret) for an
+	// S3-compatible endpoint with its own certificates.
+	// +optional
+	TLS *TLSSpec `json:"tls,omitempty"`
 }
 
 // BatchSpec bounds a partition's batch: it is written as one Parquet file
@@ -297,8 +373,9 @@ type PartitioningSpec struct {
 
 // WarehouseSinkStatus is what the operator observed of a sink.
 type WarehouseSinkStatus struct {
-	// observedGeneration is the spec generation the workers run: it moves
-	// once the Deployment has rolled out that generation.
+	// observedGeneration is the generation of the spec the operator last
+	// acted on. Whether the workers run it yet is the Reconciling
+	// condition's business (kstatus reads both).
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
@@ -319,9 +396,12 @@ type WarehouseSinkStatus struct {
 	// +optional
 	Consumer *ConsumerStatus `json:"consumer,omitempty"`
 
-	// conditions: Ready (workers available and consumer present),
-	// Progressing (a rollout or scale is under way), Degraded (something the
-	// user must fix, with a reason and message saying what).
+	// conditions, as kstatus (Flux, Argo CD, kpt, kubectl wait) reads them:
+	// Ready (True when the workers run the current spec and consume),
+	// Reconciling (True while the operator is still making the sink so: a
+	// rollout, a scale, a retry of something that may pass by itself) and
+	// Stalled (True when only the user can fix what stops the sink; its
+	// reason and message say what).
 	// +listType=map
 	// +listMapKey=type
 	// +optional
@@ -342,6 +422,10 @@ type ConsumerStatus struct {
 	NumAckPending int64 `json:"numAckPending"`
 	// numRedelivered is how many messages were delivered more than once.
 	NumRedelivered int64 `json:"numRedelivered"`
+	// name of the durable consumer: spec.source.consumer, or the name the
+	// operator derived from the sink's namespace and name.
+	// +optional
+	Name string `json:"name,omitempty"`
 }
 
 // WarehouseSink runs a sink from a NATS JetStream stream to S3 as Parquet
@@ -355,9 +439,10 @@ type ConsumerStatus struct {
 // +kubebuilder:printcolumn:name="Stream",type=string,JSONPath=`.spec.source.stream`
 // +kubebuilder:printcolumn:name="Bucket",type=string,JSONPath=`.spec.destination.bucket`
 // +kubebuilder:printcolumn:name="Replicas",type=integer,JSONPath=`.spec.replicas`
-// +kubebuilder:printcolumn:name="Ready",type=integer,JSONPath=`.status.readyReplicas`
+// +kubebuilder:printcolumn:name="Available",type=integer,JSONPath=`.status.readyReplicas`
 // +kubebuilder:printcolumn:name="Lag",type=integer,JSONPath=`.status.consumer.lag`
-// +kubebuilder:printcolumn:name="Status",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type WarehouseSink struct {
 	metav1.TypeMeta   `json:",inline"`
