@@ -52,6 +52,12 @@ type WarehouseSinkReconciler struct {
 	Recorder  events.EventRecorder
 	// WorkerImage runs the workers of sinks that name no image.
 	WorkerImage string
+	// AllowedImages are the images a sink may name in spec.image, as
+	// path.Match patterns (registry.example.com/jetsink/*). nil allows any
+	// image; an empty, non-nil list forbids overrides, so every sink runs
+	// WorkerImage. Whoever may create a sink may otherwise run any image
+	// in its namespace.
+	AllowedImages []string
 	// StatusRefresh is how often the consumer lag of every healthy sink is
 	// re-read into its status, in one batched loop (lagRefresher) rather
 	// than a requeue per sink; 0 turns the refresh off.
