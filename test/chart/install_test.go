@@ -2,9 +2,14 @@ package chart
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +18,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
 	appsv1 "k8s.io/api/apps/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -24,10 +30,10 @@ import (
 	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	jetsinkv1 "github.com/jetsink/jetsink/api/v1alpha1"
@@ -147,7 +153,8 @@ func TestInstallOnACluster(t *testing.T) {
 	step("helm install", func(t *testing.T) {
 		out := helm(t, "install", "jetsink", chart, "--namespace", releaseNS, "--create-namespace", "--wait=false")
 		// NOTES.txt walks the user to a first sink.
-		for _, want := range []string{"kind: WarehouseSink", "kubectl get sinks", "create secret generic s3-creds"} {
+		for _, want := range []string{"kind: WarehouseSink", "kubectl get sinks", "create secret generic s3-creds",
+			"--clusterrole=jetsink-metrics-reader"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("helm install notes lack %q:\n%s", want, out)
 			}
@@ -198,11 +205,14 @@ func TestInstallOnACluster(t *testing.T) {
 	step("manager runs under the chart's ServiceAccount", func(t *testing.T) {
 		pointAtTestServers(t, sinkNS, "warehouse")
 		sa := serviceAccountOf(t, c, releaseNS, "jetsink")
-		logs, stop := runManagerAs(t, cfg, releaseNS, sa, nil)
+		mgr := runManagerAs(t, cfg, releaseNS, sa, deploymentArgs(t, c, releaseNS, "jetsink"))
 		assertReconciled(t, c, nats, sinkNS, "events", "warehouse")
-		assertLease(t, c, releaseNS)
-		stop() // releasing the Lease needs the leader-election Role too
-		logs.assertNoForbidden(t)
+		assertSecretCacheStripped(t, c, mgr, sinkNS, "s3-creds")
+		assertMetricsAuth(t, c, mgr, releaseNS, "jetsink-metrics-reader")
+		assertLease(t, c, releaseNS, mgr.leaseID)
+		mgr.stop() // releasing the Lease needs the leader-election Role too
+		assertLeaseReleased(t, c, releaseNS, mgr.leaseID)
+		mgr.logs.assertNoForbidden(t)
 
 		user := "system:serviceaccount:" + releaseNS + ":" + sa
 		assertAccess(t, c, user, true, []authorizationv1.ResourceAttributes{
@@ -255,6 +265,9 @@ func TestInstallOnACluster(t *testing.T) {
 		for _, o := range []client.Object{
 			&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: releaseNS, Name: "jetsink"}},
 			&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "jetsink-manager"}},
+			&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "jetsink-metrics-auth"}},
+			&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "jetsink-metrics-auth"}},
+			&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "jetsink-metrics-reader"}},
 		} {
 			if err := c.Get(ctx, client.ObjectKeyFromObject(o), o); !apierrors.IsNotFound(err) {
 				t.Errorf("%T %s after uninstall: %v", o, o.GetName(), err)
@@ -273,11 +286,18 @@ func TestInstallOnACluster(t *testing.T) {
 		pointAtTestServers(t, watched, "team-a")
 
 		sa := serviceAccountOf(t, c, ns, "scoped-jetsink")
-		logs, stop := runManagerAs(t, cfg, ns, sa, []string{watched})
+		mgr := runManagerAs(t, cfg, ns, sa, deploymentArgs(t, c, ns, "scoped-jetsink"))
+		if mgr.leaseID != "scoped-jetsink-manager.jetsink.dev" {
+			t.Errorf("release scoped: --leader-election-id=%q, want a Lease of its own", mgr.leaseID)
+		}
 		assertReconciled(t, c, nats, watched, "events", "team-a")
-		assertLease(t, c, ns)
-		stop()
-		logs.assertNoForbidden(t)
+		assertSecretCacheStripped(t, c, mgr, watched, "s3-creds")
+		// Secure metrics work in namespaced mode too: the reviews are the
+		// one cluster-wide grant.
+		assertMetricsAuth(t, c, mgr, ns, "scoped-jetsink-metrics-reader")
+		assertLease(t, c, ns, mgr.leaseID)
+		mgr.stop()
+		mgr.logs.assertNoForbidden(t)
 
 		user := "system:serviceaccount:" + ns + ":" + sa
 		assertAccess(t, c, user, true, []authorizationv1.ResourceAttributes{
@@ -354,46 +374,77 @@ func notNeeded(ns string) []authorizationv1.ResourceAttributes {
 	}
 }
 
-// runManagerAs runs the operator's controller as main.go wires it, but with
-// every request impersonating the ServiceAccount, until stop is called or
-// the test ends.
-func runManagerAs(t *testing.T, cfg *rest.Config, ns, sa string, watch []string) (logs *logRecorder, stop func()) {
+// managerRun is a manager started by runManagerAs.
+type managerRun struct {
+	logs *logRecorder
+	// stop stops the manager (idempotent; also run when the test ends).
+	stop func()
+	// cache is the manager's own cache, as the controller reads it.
+	cache client.Reader
+	// metricsURL is its /metrics endpoint: HTTPS, authenticated.
+	metricsURL string
+	leaseID    string
+}
+
+// runManagerAs runs the operator's controller as main.go wires it, with the
+// flags the chart rendered into the manager's Deployment (namespaces, the
+// leader election, secure metrics), but with every request impersonating
+// the ServiceAccount, until stop is called or the test ends.
+func runManagerAs(t *testing.T, cfg *rest.Config, ns, sa string, args []string) *managerRun {
 	t.Helper()
 	imp := rest.CopyConfig(cfg)
 	imp.Impersonate = rest.ImpersonationConfig{
 		UserName: "system:serviceaccount:" + ns + ":" + sa,
 		Groups:   []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"},
 	}
-	logs = &logRecorder{}
+	logs := &logRecorder{}
 	log := logs.logger()
 	// client-go's reflectors and event broadcaster log through klog: a
 	// Forbidden list, watch or event lands in the same recorder.
 	klog.SetLogger(log)
 	t.Cleanup(func() { klog.ClearLogger() })
 
-	cacheOpts := cache.Options{}
-	if len(watch) > 0 {
-		cacheOpts.DefaultNamespaces = map[string]cache.Config{}
-		for _, n := range watch {
-			cacheOpts.DefaultNamespaces[n] = cache.Config{}
-		}
+	if !slices.Contains(args, "--leader-elect") || argValue(args, "--metrics-secure") != "true" {
+		t.Fatalf("the chart's manager args %v: want leader election and secure metrics", args)
 	}
+	duration := func(flag string) *time.Duration {
+		d, err := time.ParseDuration(argValue(args, flag))
+		if err != nil {
+			t.Fatalf("%s: %v", flag, err)
+		}
+		return &d
+	}
+	var watch []string
+	if v := argValue(args, "--namespaces"); v != "" {
+		watch = strings.Split(v, ",")
+	}
+	run := &managerRun{logs: logs, leaseID: argValue(args, "--leader-election-id")}
+	metricsAddr := freeAddr(t)
+	run.metricsURL = "https://" + metricsAddr + "/metrics"
 	mgr, err := ctrl.NewManager(imp, ctrl.Options{
-		Scheme:                        scheme,
-		Logger:                        log,
-		Cache:                         cacheOpts,
-		Metrics:                       metricsserver.Options{BindAddress: "0"},
+		Scheme: scheme,
+		Logger: log,
+		Cache:  controllers.CacheOptions(watch),
+		Metrics: metricsserver.Options{
+			BindAddress:    metricsAddr,
+			SecureServing:  true,
+			FilterProvider: filters.WithAuthenticationAndAuthorization,
+		},
 		HealthProbeBindAddress:        "0",
 		LeaderElection:                true,
-		LeaderElectionID:              "jetsink-manager.jetsink.dev",
+		LeaderElectionID:              run.leaseID,
 		LeaderElectionNamespace:       ns,
 		LeaderElectionReleaseOnCancel: true,
+		LeaseDuration:                 duration("--leader-elect-lease-duration"),
+		RenewDeadline:                 duration("--leader-elect-renew-deadline"),
+		RetryPeriod:                   duration("--leader-elect-retry-period"),
 		// Two managers run in this process, one after the other.
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	run.cache = mgr.GetCache()
 	if err := (&controllers.WarehouseSinkReconciler{
 		Client:        mgr.GetClient(),
 		APIReader:     mgr.GetAPIReader(),
@@ -407,7 +458,7 @@ func runManagerAs(t *testing.T, cfg *rest.Config, ns, sa string, watch []string)
 	done := make(chan error, 1)
 	go func() { done <- mgr.Start(ctx) }()
 	var once sync.Once
-	stop = func() {
+	run.stop = func() {
 		once.Do(func() {
 			cancel()
 			if err := <-done; err != nil {
@@ -415,8 +466,128 @@ func runManagerAs(t *testing.T, cfg *rest.Config, ns, sa string, watch []string)
 			}
 		})
 	}
-	t.Cleanup(stop)
-	return logs, stop
+	t.Cleanup(run.stop)
+	return run
+}
+
+// deploymentArgs are the manager's arguments in the release's Deployment.
+func deploymentArgs(t *testing.T, c client.Client, ns, name string) []string {
+	t.Helper()
+	dep := &appsv1.Deployment{}
+	if err := c.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: name}, dep); err != nil {
+		t.Fatal(err)
+	}
+	return dep.Spec.Template.Spec.Containers[0].Args
+}
+
+// freeAddr is a loopback address with a port nothing listens on.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// assertSecretCacheStripped: the Secret, applied with kubectl, carries its
+// data in the last-applied annotation on the API server; the manager's
+// cache holds its metadata without it (controllers.CacheOptions).
+func assertSecretCacheStripped(t *testing.T, c client.Client, mgr *managerRun, ns, name string) {
+	t.Helper()
+	stored := &corev1.Secret{}
+	if err := c.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: name}, stored); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(stored.Annotations[corev1.LastAppliedConfigAnnotation], "AWS_SECRET_ACCESS_KEY") {
+		t.Fatalf("the sample Secret %s/%s has no last-applied data to strip: annotations %v", ns, name, stored.Annotations)
+	}
+	cached := &metav1.PartialObjectMetadata{}
+	cached.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+	if err := mgr.cache.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: name}, cached); err != nil {
+		t.Fatalf("the manager's cache: %v", err)
+	}
+	if len(cached.Annotations) != 0 || cached.ManagedFields != nil {
+		t.Errorf("the manager caches Secret %s/%s with annotations %d and managedFields %d: the last-applied configuration holds its data",
+			ns, name, len(cached.Annotations), len(cached.ManagedFields))
+	}
+}
+
+// assertMetricsAuth scrapes the manager as Prometheus would, with a
+// ServiceAccount token: refused without a token (401) and for a
+// ServiceAccount without the reader role (403), served to one bound to it.
+// The manager checks each token and permission with the API server, under
+// the chart's metrics-auth ClusterRole.
+func assertMetricsAuth(t *testing.T, c client.Client, mgr *managerRun, ns, readerRole string) {
+	t.Helper()
+	ctx := t.Context()
+	token := func(name string) string {
+		sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+		if err := c.Create(ctx, sa); err != nil {
+			t.Fatal(err)
+		}
+		tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](600)}}
+		if err := c.SubResource("token").Create(ctx, sa, tr); err != nil {
+			t.Fatalf("token for %s/%s: %v", ns, name, err)
+		}
+		return tr.Status.Token
+	}
+	prometheus, stranger := token("prometheus"), token("stranger")
+	binding := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: ns + "-prometheus-metrics-reader"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: readerRole},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: ns, Name: "prometheus"}},
+	}
+	if err := c.Create(ctx, binding); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Delete(context.Background(), binding) })
+
+	// The certificate is self-signed, as the ServiceMonitor expects by
+	// default (insecureSkipVerify).
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	scrape := func(token string) (int, string, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, mgr.metricsURL, nil)
+		if err != nil {
+			return 0, "", err
+		}
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), err
+	}
+	for _, tc := range []struct {
+		who, token string
+		want       int
+	}{
+		{"anonymous", "", http.StatusUnauthorized},
+		{"a ServiceAccount without " + readerRole, stranger, http.StatusForbidden},
+		{"a ServiceAccount bound to " + readerRole, prometheus, http.StatusOK},
+	} {
+		eventually(t, "GET /metrics as "+tc.who, func() error {
+			code, body, err := scrape(tc.token)
+			if err != nil {
+				return err
+			}
+			if code != tc.want {
+				return fmt.Errorf("status %d, want %d: %.200s", code, tc.want, body)
+			}
+			if code == http.StatusOK && !strings.Contains(body, "controller_runtime_reconcile_total") {
+				return fmt.Errorf("no controller metrics in %.200s", body)
+			}
+			return nil
+		})
+	}
+	for _, name := range []string{"prometheus", "stranger"} {
+		_ = c.Delete(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}})
+	}
 }
 
 // assertReconciled waits for the sink's workers, metrics Service, consumer
@@ -472,12 +643,13 @@ func waitEstablished(t *testing.T, c client.Client) {
 	})
 }
 
-// assertLease: leader election worked with the leader-election Role.
-func assertLease(t *testing.T, c client.Client, ns string) {
+// assertLease: leader election worked with the leader-election Role, on
+// the Lease the chart named.
+func assertLease(t *testing.T, c client.Client, ns, id string) {
 	t.Helper()
 	lease := &coordinationv1.Lease{}
-	eventually(t, "the leader-election Lease is held", func() error {
-		if err := c.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "jetsink-manager.jetsink.dev"}, lease); err != nil {
+	eventually(t, "the leader-election Lease "+id+" is held", func() error {
+		if err := c.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: id}, lease); err != nil {
 			return err
 		}
 		if ptr.Deref(lease.Spec.HolderIdentity, "") == "" {
@@ -485,6 +657,20 @@ func assertLease(t *testing.T, c client.Client, ns string) {
 		}
 		return nil
 	})
+}
+
+// assertLeaseReleased: a stopped manager gave its Lease up
+// (LeaderElectionReleaseOnCancel), so a standby need not wait out the
+// lease duration.
+func assertLeaseReleased(t *testing.T, c client.Client, ns, id string) {
+	t.Helper()
+	lease := &coordinationv1.Lease{}
+	if err := c.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: id}, lease); err != nil {
+		t.Fatal(err)
+	}
+	if h := ptr.Deref(lease.Spec.HolderIdentity, ""); h != "" {
+		t.Errorf("Lease %s/%s still held by %q after the manager stopped", ns, id, h)
+	}
 }
 
 // assertAccess asks the API server's authorizer whether user may do each

@@ -13,6 +13,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 )
 
@@ -35,7 +36,8 @@ func TestHelmLint(t *testing.T) {
 
 // TestTemplateDefaults renders the chart with its default values: cluster
 // mode, the CRD (kept on uninstall), the manager as non-root on a read-only
-// root filesystem running its own image as the workers' default.
+// root filesystem running its own image as the workers' default, with
+// authenticated HTTPS metrics and a leader-election Lease of its own.
 func TestTemplateDefaults(t *testing.T) {
 	objs := helmTemplate(t)
 	kinds := map[string]int{}
@@ -47,8 +49,8 @@ func TestTemplateDefaults(t *testing.T) {
 		}
 	}
 	want := map[string]int{
-		"CustomResourceDefinition": 1, "ServiceAccount": 1, "ClusterRole": 1, "ClusterRoleBinding": 1,
-		"Role": 1, "RoleBinding": 1, "Service": 1, "Deployment": 1, // Role: leader election
+		"CustomResourceDefinition": 1, "ServiceAccount": 1, "Role": 1, "RoleBinding": 1, "Service": 1, "Deployment": 1, // Role: leader election
+		"ClusterRole": 3, "ClusterRoleBinding": 2, // the manager's, metrics auth (bound), metrics reader (not bound)
 	}
 	if !reflect.DeepEqual(kinds, want) {
 		t.Errorf("rendered kinds %v, want %v", kinds, want)
@@ -75,7 +77,9 @@ func TestTemplateDefaults(t *testing.T) {
 	}
 	args := strings.Join(c.Args, " ")
 	for _, want := range []string{"--worker-image=ghcr.io/jetsink/jetsink:" + appVersion, "--leader-elect",
-		"--metrics-bind-address=:8080", "--health-probe-bind-address=:8081"} {
+		"--metrics-bind-address=:8443", "--metrics-secure=true", "--health-probe-bind-address=:8081",
+		"--leader-election-id=jetsink-manager.jetsink.dev", "--leader-elect-lease-duration=15s",
+		"--leader-elect-renew-deadline=10s", "--leader-elect-retry-period=2s", "--allowed-worker-images=*"} {
 		if !slices.Contains(c.Args, want) {
 			t.Errorf("args %q lack %q", args, want)
 		}
@@ -93,30 +97,81 @@ func TestTemplateDefaults(t *testing.T) {
 	if !reflect.DeepEqual(svc.Spec.Selector, dep.Spec.Selector.MatchLabels) {
 		t.Errorf("metrics Service selects %v, the manager pods are %v", svc.Spec.Selector, dep.Spec.Selector.MatchLabels)
 	}
+	if p := svc.Spec.Ports[0]; p.Port != 8443 || p.TargetPort.StrVal != "metrics" || ptr.Deref(p.AppProtocol, "") != "https" ||
+		containerPort(t, c, "metrics") != 8443 {
+		t.Errorf("metrics Service port %+v, container ports %v: want https on 8443", p, c.Ports)
+	}
 
 	cr := &rbacv1.ClusterRole{}
-	strictDecode(t, one(t, objs, "ClusterRole"), cr)
+	strictDecode(t, named(t, objs, "ClusterRole", "jetsink-manager"), cr)
 	if want := generatedRules(t); !reflect.DeepEqual(cr.Rules, want) {
 		t.Errorf("ClusterRole rules differ from config/rbac/role.yaml:\n got %v\nwant %v", cr.Rules, want)
 	}
 	crb := &rbacv1.ClusterRoleBinding{}
-	strictDecode(t, one(t, objs, "ClusterRoleBinding"), crb)
+	strictDecode(t, named(t, objs, "ClusterRoleBinding", "jetsink-manager"), crb)
 	if crb.RoleRef.Name != cr.Name || len(crb.Subjects) != 1 || crb.Subjects[0].Name != dep.Spec.Template.Spec.ServiceAccountName ||
 		crb.Subjects[0].Namespace != "jetsink-system" {
 		t.Errorf("ClusterRoleBinding %+v does not bind %s to the manager's ServiceAccount", crb, cr.Name)
 	}
+	assertMetricsRBAC(t, objs, "jetsink", "jetsink-system", dep.Spec.Template.Spec.ServiceAccountName)
 	assertLeastPrivilege(t, objs)
 }
+
+// assertMetricsRBAC: with metrics.secure the manager's ServiceAccount may
+// create TokenReviews and SubjectAccessReviews (and nothing more through
+// that binding), and a reader ClusterRole for scrapers exists, bound to no one.
+func assertMetricsRBAC(t *testing.T, objs []*unstructured.Unstructured, fullname, ns, sa string) {
+	t.Helper()
+	auth := &rbacv1.ClusterRole{}
+	strictDecode(t, named(t, objs, "ClusterRole", fullname+"-metrics-auth"), auth)
+	if want := metricsAuthRules; !reflect.DeepEqual(auth.Rules, want) {
+		t.Errorf("metrics-auth rules %v, want %v", auth.Rules, want)
+	}
+	b := &rbacv1.ClusterRoleBinding{}
+	strictDecode(t, named(t, objs, "ClusterRoleBinding", fullname+"-metrics-auth"), b)
+	if b.RoleRef.Name != auth.Name || b.RoleRef.Kind != "ClusterRole" || len(b.Subjects) != 1 ||
+		b.Subjects[0].Kind != "ServiceAccount" || b.Subjects[0].Name != sa || b.Subjects[0].Namespace != ns {
+		t.Errorf("metrics-auth binding %+v, want ServiceAccount %s/%s", b, ns, sa)
+	}
+	reader := &rbacv1.ClusterRole{}
+	strictDecode(t, named(t, objs, "ClusterRole", fullname+"-metrics-reader"), reader)
+	if want := metricsReaderRules; !reflect.DeepEqual(reader.Rules, want) {
+		t.Errorf("metrics-reader rules %v, want %v", reader.Rules, want)
+	}
+	for _, kind := range []string{"ClusterRoleBinding", "RoleBinding"} {
+		for _, u := range find(objs, kind) {
+			if ref, _, _ := unstructured.NestedString(u.Object, "roleRef", "name"); ref == reader.Name {
+				t.Errorf("%s %s binds the metrics reader role: the chart grants it to no one", kind, u.GetName())
+			}
+		}
+	}
+}
+
+var (
+	metricsAuthRules = []rbacv1.PolicyRule{
+		{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}},
+		{APIGroups: []string{"authorization.k8s.io"}, Resources: []string{"subjectaccessreviews"}, Verbs: []string{"create"}},
+	}
+	metricsReaderRules = []rbacv1.PolicyRule{{NonResourceURLs: []string{"/metrics"}, Verbs: []string{"get"}}}
+)
 
 // TestTemplateNamespaced renders the non-default values file and checks
 // that each value reached the objects.
 func TestTemplateNamespaced(t *testing.T) {
 	objs := helmTemplate(t, "--values", namespacedValues)
-	for _, kind := range []string{"CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"} {
-		if n := len(find(objs, kind)); n != 0 {
-			t.Errorf("namespaced mode with crds.enabled=false rendered %d %s", n, kind)
+	if n := len(find(objs, "CustomResourceDefinition")); n != 0 {
+		t.Errorf("crds.enabled=false rendered %d CustomResourceDefinition", n)
+	}
+	// Nothing cluster-wide but what secure metrics need: reviews cannot
+	// be granted by a Role.
+	for _, kind := range []string{"ClusterRole", "ClusterRoleBinding"} {
+		for _, u := range find(objs, kind) {
+			if !strings.HasSuffix(u.GetName(), "-metrics-auth") && !strings.HasSuffix(u.GetName(), "-metrics-reader") {
+				t.Errorf("namespaced mode rendered %s %s", kind, u.GetName())
+			}
 		}
 	}
+	assertMetricsRBAC(t, objs, "jetsink", "jetsink-system", "jetsink-ops")
 
 	// A Role + RoleBinding with the generated rules in each watched
 	// namespace, and the leader-election Role in the release namespace.
@@ -169,10 +224,25 @@ func TestTemplateNamespaced(t *testing.T) {
 		t.Errorf("image %q pull %q", c.Image, c.ImagePullPolicy)
 	}
 	for _, want := range []string{"--namespaces=analytics,staging", "--worker-image=registry.example.com/jetsink:1.2.3-worker",
-		"--leader-elect", "--zap-log-level=debug", "--status-refresh=10s", "--metrics-bind-address=:9443"} {
+		"--leader-elect", "--zap-log-level=debug", "--status-refresh=10s", "--metrics-bind-address=:9443",
+		"--metrics-cert-path=/etc/jetsink/metrics-certs", "--leader-election-id=jetsink-ops.jetsink.dev",
+		"--leader-elect-lease-duration=30s", "--leader-elect-renew-deadline=20s", "--leader-elect-retry-period=4s",
+		"--allowed-worker-images=registry.example.com/jetsink/*,registry.example.com/jetsink/*@sha256:*"} {
 		if !slices.Contains(c.Args, want) {
 			t.Errorf("args %v lack %q", c.Args, want)
 		}
+	}
+	// metrics.tls.secretName is mounted where --metrics-cert-path points.
+	var certVolume string
+	for _, m := range c.VolumeMounts {
+		if m.MountPath == "/etc/jetsink/metrics-certs" && m.ReadOnly {
+			certVolume = m.Name
+		}
+	}
+	if !slices.ContainsFunc(pod.Volumes, func(v corev1.Volume) bool {
+		return v.Name == certVolume && v.Secret != nil && v.Secret.SecretName == "jetsink-metrics-tls"
+	}) {
+		t.Errorf("the metrics certificate Secret is not mounted at --metrics-cert-path: mounts %v volumes %v", c.VolumeMounts, pod.Volumes)
 	}
 	if pod.ServiceAccountName != "jetsink-ops" {
 		t.Errorf("serviceAccountName %q", pod.ServiceAccountName)
@@ -203,7 +273,16 @@ func TestTemplateNamespaced(t *testing.T) {
 	}
 	port, _, _ := unstructured.NestedSlice(sm.Object, "spec", "endpoints")
 	if len(port) != 1 || port[0].(map[string]any)["port"] != svc.Spec.Ports[0].Name || svc.Spec.Ports[0].Port != 9443 {
-		t.Errorf("ServiceMonitor endpoints %v, Service ports %v", port, svc.Spec.Ports)
+		t.Fatalf("ServiceMonitor endpoints %v, Service ports %v", port, svc.Spec.Ports)
+	}
+	// With a certificate the ServiceMonitor verifies it, for the Service's
+	// DNS name, with the CA of the same Secret.
+	ep := port[0].(map[string]any)
+	tls, _, _ := unstructured.NestedMap(ep, "tlsConfig")
+	if ep["scheme"] != "https" || ep["bearerTokenFile"] != serviceAccountTokenFile ||
+		tls["insecureSkipVerify"] != nil || tls["serverName"] != svc.Name+".jetsink-system.svc" ||
+		!reflect.DeepEqual(tls["ca"], map[string]any{"secret": map[string]any{"name": "jetsink-metrics-tls", "key": "ca.crt"}}) {
+		t.Errorf("ServiceMonitor endpoint %v: want https with the bearer token, verifying jetsink-metrics-tls's CA", ep)
 	}
 	assertLeastPrivilege(t, objs)
 }
@@ -218,6 +297,17 @@ func TestTemplateRefusesUnsafeValues(t *testing.T) {
 		{"--set", "serviceAccount.create=false"},
 		{"--set", "watchNamespace=analytics"},  // misspelt: values.schema.json refuses unknown keys
 		{"--set", "watchNamespaces=analytics"}, // a string, not a list
+		// A certificate for plain HTTP.
+		{"--set", "metrics.secure=false", "--set", "metrics.tls.secretName=jetsink-metrics-tls"},
+		// "*" in a list would match only images without a "/".
+		{"--set", "workerImagePolicy.allowed={*,registry.example.com/jetsink/*}"},
+		{"--set", "workerImagePolicy.allowed={none,registry.example.com/jetsink/*}"},
+		{"--set", `workerImagePolicy.allowed={registry.example.com/a\,registry.example.com/b}`}, // one item with a comma
+		{"--set", "workerImagePolicy.allowed=null"},                                             // neither any nor none: say which
+		{"--set", "leaderElection.id=Jetsink_Manager"},
+		{"--set", "leaderElection.leaseDuration=15"},
+		{"--set", "monitoring.prometheusRule.uploadErrors.ratio=5"},
+		{"--set", "monitoring.podMonitor.namespaceSelector.matchName={a}"},
 	} {
 		if out, err := tryRun(helm, append([]string{"template", "jetsink", chartDir(t)}, args...)...); err == nil {
 			t.Errorf("helm template %v succeeded, want a failure:\n%s", args, out)
@@ -250,10 +340,13 @@ func TestKustomizeMatchesChart(t *testing.T) {
 	}
 
 	cr := &rbacv1.ClusterRole{}
-	strictDecode(t, one(t, objs, "ClusterRole"), cr)
+	strictDecode(t, named(t, objs, "ClusterRole", "jetsink-manager"), cr)
 	if !reflect.DeepEqual(cr.Rules, generatedRules(t)) {
 		t.Error("kustomize ClusterRole rules differ from config/rbac/role.yaml")
 	}
+	// The same metrics roles as the chart's release named jetsink.
+	sa := one(t, objs, "ServiceAccount")
+	assertMetricsRBAC(t, objs, "jetsink", "jetsink-system", sa.GetName())
 	chartLE, kustLE := leaderElectionRole(t, chart), leaderElectionRole(t, objs)
 	if !reflect.DeepEqual(chartLE.Rules, kustLE.Rules) {
 		t.Errorf("leader-election rules differ: chart %v, kustomize %v", chartLE.Rules, kustLE.Rules)
@@ -271,8 +364,37 @@ func TestKustomizeMatchesChart(t *testing.T) {
 	if c.Image != "ghcr.io/jetsink/jetsink:"+chartAppVersion(t) || workerImage != c.Image {
 		t.Errorf("manager image %q, worker image %q: want both the released image", c.Image, workerImage)
 	}
+	// Secure metrics on the chart's port, and the chart's Lease for a
+	// release named jetsink: switching between the two install paths
+	// keeps one leader.
+	chartDep := &appsv1.Deployment{}
+	strictDecode(t, one(t, chart, "Deployment"), chartDep)
+	for _, flag := range []string{"--metrics-bind-address", "--leader-election-id"} {
+		if got, want := argValue(c.Args, flag), argValue(chartDep.Spec.Template.Spec.Containers[0].Args, flag); got != want {
+			t.Errorf("kustomize %s=%q, the chart's %q", flag, got, want)
+		}
+	}
+	if slices.Contains(c.Args, "--metrics-secure=false") {
+		t.Errorf("kustomize args %v turn secure metrics off", c.Args)
+	}
+	svc := &corev1.Service{}
+	strictDecode(t, one(t, objs, "Service"), svc)
+	if p := svc.Spec.Ports[0]; p.Port != 8443 || p.TargetPort.StrVal != "metrics" || containerPort(t, c, "metrics") != 8443 ||
+		ptr.Deref(p.AppProtocol, "") != "https" {
+		t.Errorf("kustomize metrics Service port %+v, container ports %v: want https on 8443", p, c.Ports)
+	}
+	// config/prometheus scrapes as the chart's ServiceMonitor does.
+	mon := one(t, parseDocs(t, run(t, tool(t, "kubectl"), "kustomize", filepath.Join(repoRoot(t), "config", "prometheus"))), "ServiceMonitor")
+	chartMon := one(t, helmTemplate(t, "--set", "metrics.serviceMonitor.enabled=true"), "ServiceMonitor")
+	monEP, _, _ := unstructured.NestedSlice(mon.Object, "spec", "endpoints")
+	chartEP, _, _ := unstructured.NestedSlice(chartMon.Object, "spec", "endpoints")
+	if !reflect.DeepEqual(monEP, chartEP) {
+		t.Errorf("config/prometheus endpoints %v, the chart's %v", monEP, chartEP)
+	}
+	if sel, _, _ := unstructured.NestedStringMap(mon.Object, "spec", "selector", "matchLabels"); !labelsMatch(sel, svc.Labels) {
+		t.Errorf("config/prometheus selects %v, the metrics Service has labels %v", sel, svc.Labels)
+	}
 	assertHardened(t, dep)
-	sa := one(t, objs, "ServiceAccount")
 	if dep.Spec.Template.Spec.ServiceAccountName != sa.GetName() {
 		t.Errorf("manager runs as %q, the ServiceAccount is %q", dep.Spec.Template.Spec.ServiceAccountName, sa.GetName())
 	}
@@ -341,7 +463,8 @@ func assertHardened(t *testing.T, dep *appsv1.Deployment) {
 }
 
 // allowedVerbs are the only verbs the manager's roles may grant: no
-// delete, no escalate/bind/impersonate, no wildcards.
+// delete (but of PodDisruptionBudgets), no escalate/bind/impersonate, no
+// wildcards.
 var allowedVerbs = []string{"get", "list", "watch", "create", "update", "patch"}
 
 // assertLeastPrivilege checks every rendered (Cluster)Role: no wildcards,
@@ -359,6 +482,9 @@ func assertLeastPrivilege(t *testing.T, objs []*unstructured.Unstructured) {
 	}
 	allowedResources["coordination.k8s.io/leases"] = true
 	allowedResources["/events"] = true
+	// Secure metrics: create-only, checked by assertMetricsRBAC.
+	allowedResources["authentication.k8s.io/tokenreviews"] = true
+	allowedResources["authorization.k8s.io/subjectaccessreviews"] = true
 	for _, u := range objs {
 		var rules []rbacv1.PolicyRule
 		switch u.GetKind() {
@@ -382,11 +508,20 @@ func assertLeastPrivilege(t *testing.T, objs []*unstructured.Unstructured) {
 			continue
 		}
 		for _, r := range rules {
-			if len(r.NonResourceURLs) > 0 {
-				t.Errorf("%s %s grants non-resource URLs %v", u.GetKind(), u.GetName(), r.NonResourceURLs)
+			// Only the scrapers' reader role names a URL, and only GET /metrics.
+			if len(r.NonResourceURLs) > 0 && (!strings.HasSuffix(u.GetName(), "-metrics-reader") ||
+				!reflect.DeepEqual(r, metricsReaderRules[0])) {
+				t.Errorf("%s %s grants non-resource URLs %v %v", u.GetKind(), u.GetName(), r.NonResourceURLs, r.Verbs)
+			}
+			if slices.ContainsFunc(r.Resources, func(res string) bool { return res == "tokenreviews" || res == "subjectaccessreviews" }) &&
+				!slices.Equal(r.Verbs, []string{"create"}) {
+				t.Errorf("%s %s grants %v on %v, want create only", u.GetKind(), u.GetName(), r.Verbs, r.Resources)
 			}
 			for _, v := range r.Verbs {
-				if !slices.Contains(allowedVerbs, v) {
+				// The one deletion: the workers' PodDisruptionBudget, when
+				// the sink stops asking for one.
+				pdbOnly := slices.Equal(r.APIGroups, []string{"policy"}) && slices.Equal(r.Resources, []string{"poddisruptionbudgets"})
+				if !slices.Contains(allowedVerbs, v) && !(v == "delete" && pdbOnly) {
 					t.Errorf("%s %s grants verb %q", u.GetKind(), u.GetName(), v)
 				}
 			}
@@ -445,3 +580,50 @@ func chartAppVersion(t testing.TB) string {
 	}
 	return c.AppVersion
 }
+
+// named returns the object of a kind with a name, failing otherwise.
+func named(t testing.TB, objs []*unstructured.Unstructured, kind, name string) *unstructured.Unstructured {
+	t.Helper()
+	for _, o := range find(objs, kind) {
+		if o.GetName() == name {
+			return o
+		}
+	}
+	t.Fatalf("no %s %s rendered", kind, name)
+	return nil
+}
+
+// argValue is the value of --flag=value in args, "" when absent.
+func argValue(args []string, flag string) string {
+	for _, a := range args {
+		if v, ok := strings.CutPrefix(a, flag+"="); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+func containerPort(t testing.TB, c corev1.Container, name string) int32 {
+	t.Helper()
+	for _, p := range c.Ports {
+		if p.Name == name {
+			return p.ContainerPort
+		}
+	}
+	t.Fatalf("container %s has no port %q", c.Name, name)
+	return 0
+}
+
+// labelsMatch: every label of sel is in labels.
+func labelsMatch(sel, labels map[string]string) bool {
+	for k, v := range sel {
+		if labels[k] != v {
+			return false
+		}
+	}
+	return len(sel) > 0
+}
+
+// serviceAccountTokenFile is where a pod's ServiceAccount token is mounted:
+// Prometheus scrapes the manager with its own.
+const serviceAccountTokenFile = "/var/run/secrets/kubernetes.io/serviceaccount/token"

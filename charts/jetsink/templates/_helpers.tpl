@@ -58,3 +58,32 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- $tag := default (default .Chart.AppVersion .Values.image.tag) .Values.workerImage.tag }}
 {{- printf "%s:%s" $repo $tag }}
 {{- end }}
+
+{{/*
+jetsink.leaderElectionID names the leader-election Lease: one per release,
+so two releases in a namespace never share a leader.
+*/}}
+{{- define "jetsink.leaderElectionID" -}}
+{{- default (printf "%s-manager.jetsink.dev" (include "jetsink.fullname" .)) .Values.leaderElection.id }}
+{{- end }}
+
+{{/*
+jetsink.allowedWorkerImages is the value of --allowed-worker-images: "*"
+for any image, "none" for an empty list, else the patterns.
+*/}}
+{{- define "jetsink.allowedWorkerImages" -}}
+{{- $allowed := .Values.workerImagePolicy.allowed }}
+{{- if and (gt (len $allowed) 1) (or (has "*" $allowed) (has "none" $allowed)) }}
+{{- fail "workerImagePolicy.allowed: \"*\" (any image) and \"none\" stand alone: in a list \"*\" would match only images without a \"/\"; [] forbids every override" }}
+{{- end }}
+{{- if not $allowed }}none{{ else }}{{ join "," $allowed }}{{ end }}
+{{- end }}
+
+{{- define "jetsink.metricsServiceName" -}}
+{{- include "jetsink.fullname" . }}-metrics
+{{- end }}
+
+{{/* jetsink.metricsCertPath is where metrics.tls.secretName is mounted. */}}
+{{- define "jetsink.metricsCertPath" -}}
+/etc/jetsink/metrics-certs
+{{- end }}
