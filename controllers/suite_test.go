@@ -38,6 +38,9 @@ var reconciles = &reconcileCounter{counts: map[types.NamespacedName]int{}}
 // statusRefresh is the manager's StatusRefresh in the tests.
 const statusRefresh = time.Second
 
+// allowedImages is the one spec.image pattern the tests' manager allows.
+const allowedImages = "registry.example.com/jetsink/*"
+
 type reconcileCounter struct {
 	next   reconcile.Reconciler
 	mu     sync.Mutex
@@ -92,7 +95,7 @@ func runSuite(m *testing.M) int {
 	if k8s, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
 		panic(err)
 	}
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"}})
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: scheme, Cache: CacheOptions(nil), Metrics: metricsserver.Options{BindAddress: "0"}})
 	if err != nil {
 		panic(err)
 	}
@@ -101,7 +104,11 @@ func runSuite(m *testing.M) int {
 		APIReader:     mgr.GetAPIReader(),
 		Recorder:      mgr.GetEventRecorder("jetsink"),
 		WorkerImage:   "jetsink:test",
+		AllowedImages: []string{allowedImages},
 		StatusRefresh: statusRefresh,
+		// Long enough for a deletion with NATS up, short enough to test
+		// one with NATS gone.
+		DeletionGiveUp: 10 * time.Second,
 	}
 	reconciles.next = r
 	if err := r.setupWithManager(mgr, reconciles); err != nil {

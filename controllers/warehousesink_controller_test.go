@@ -66,6 +66,10 @@ func newSink(ns, natsURL string) *jetsinkv1.WarehouseSink {
 	}
 }
 
+// consumerName is the consumer the operator derives for a sink named
+// "events" in ns.
+func consumerName(ns string) string { return "jetsink-" + ns + "-events" }
+
 // withS3 points the sink at a real S3 server (versitygw) and a Secret
 // holding the given keys; it returns that Secret, not yet created.
 func withS3(t *testing.T, sink *jetsinkv1.WarehouseSink, s3 *s3test.Server, keys map[string]string) *corev1.Secret {
@@ -198,9 +202,13 @@ func TestSinkBecomesDeploymentServiceConsumerAndStatus(t *testing.T) {
 	}
 
 	_, js := srv.JetStream(t)
-	cons, err := js.Consumer(t.Context(), "EVENTS", "warehouse")
+	cons, err := js.Consumer(t.Context(), "EVENTS", consumerName(ns))
 	if err != nil {
 		t.Fatalf("consumer not created: %v", err)
+	}
+	if md := cons.CachedInfo().Config.Metadata; md["jetsink.dev/namespace"] != ns || md["jetsink.dev/name"] != "events" ||
+		md["jetsink.dev/uid"] != string(sink.UID) {
+		t.Errorf("consumer metadata does not name its sink: %v", md)
 	}
 	cc := cons.CachedInfo().Config
 	if cc.AckPolicy != jetstream.AckExplicitPolicy || cc.AckWait != 2*time.Minute || cc.MaxDeliver != -1 ||
@@ -209,13 +217,15 @@ func TestSinkBecomesDeploymentServiceConsumerAndStatus(t *testing.T) {
 	}
 
 	// No pods run in envtest: the sink waits for its workers.
-	wantCondition(t, ns, "events", jetsinkv1.ConditionProgressing, metav1.ConditionTrue, jetsinkv1.ReasonRollingOut)
+	wantCondition(t, ns, "events", jetsinkv1.ConditionReconciling, metav1.ConditionTrue, jetsinkv1.ReasonRollingOut)
 	wantCondition(t, ns, "events", jetsinkv1.ConditionReady, metav1.ConditionFalse, jetsinkv1.ReasonWorkersUnavailable)
 
 	markRolledOut(t, ns, "events")
 	wantCondition(t, ns, "events", jetsinkv1.ConditionReady, metav1.ConditionTrue, jetsinkv1.ReasonAvailable)
+	wantCondition(t, ns, "events", jetsinkv1.ConditionReconciling, metav1.ConditionFalse, jetsinkv1.ReasonRolledOut)
+	wantCondition(t, ns, "events", jetsinkv1.ConditionStalled, metav1.ConditionFalse, jetsinkv1.ReasonAsExpected)
 	got, _ := get(t, &jetsinkv1.WarehouseSink{}, ns, "events")
-	if got.Status.ObservedGeneration != got.Generation || got.Status.ReadyReplicas != 2 ||
+	if got.Status.ObservedGeneration != got.Generation || got.Status.ReadyReplicas != 2 || got.Status.Consumer.Name != consumerName(ns) ||
 		got.Status.Selector != "app.kubernetes.io/instance=events,app.kubernetes.io/name=jetsink-sinkworker" {
 		t.Errorf("status = %+v", got.Status)
 	}
@@ -235,7 +245,7 @@ func TestSinkBecomesDeploymentServiceConsumerAndStatus(t *testing.T) {
 	})
 
 	// Delivered but not yet ACKed (waiting in a batch) is still lag.
-	msgs, err := js.Consumer(t.Context(), "EVENTS", "warehouse")
+	msgs, err := js.Consumer(t.Context(), "EVENTS", consumerName(ns))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -323,7 +333,7 @@ func TestMissingSecretIsReportedThenResolved(t *testing.T) {
 	secret := withS3(t, sink, s3, map[string]string{"AWS_ACCESS_KEY_ID": s3test.AccessKey})
 	mustCreate(t, sink)
 
-	c := wantCondition(t, ns, "events", jetsinkv1.ConditionDegraded, metav1.ConditionTrue, jetsinkv1.ReasonSecretNotFound)
+	c := wantCondition(t, ns, "events", jetsinkv1.ConditionStalled, metav1.ConditionTrue, jetsinkv1.ReasonSecretNotFound)
 	if !strings.Contains(c.Message, `"s3-creds"`) || !strings.Contains(c.Message, "destination.credentialsSecretRef") {
 		t.Errorf("message does not say which Secret and field: %q", c.Message)
 	}
@@ -334,7 +344,7 @@ func TestMissingSecretIsReportedThenResolved(t *testing.T) {
 
 	// A Secret without the required keys is reported as such.
 	mustCreate(t, secret)
-	c = wantCondition(t, ns, "events", jetsinkv1.ConditionDegraded, metav1.ConditionTrue, jetsinkv1.ReasonSecretKeyMissing)
+	c = wantCondition(t, ns, "events", jetsinkv1.ConditionStalled, metav1.ConditionTrue, jetsinkv1.ReasonSecretKeyMissing)
 	if !strings.Contains(c.Message, "AWS_SECRET_ACCESS_KEY") {
 		t.Errorf("message does not name the missing key: %q", c.Message)
 	}
@@ -344,7 +354,7 @@ func TestMissingSecretIsReportedThenResolved(t *testing.T) {
 	if err := k8s.Update(t.Context(), secret); err != nil {
 		t.Fatal(err)
 	}
-	wantCondition(t, ns, "events", jetsinkv1.ConditionDegraded, metav1.ConditionFalse, jetsinkv1.ReasonAsExpected)
+	wantCondition(t, ns, "events", jetsinkv1.ConditionStalled, metav1.ConditionFalse, jetsinkv1.ReasonAsExpected)
 	if _, err := get(t, &appsv1.Deployment{}, ns, "events"); err != nil {
 		t.Errorf("no Deployment after the Secret appeared: %v", err)
 	}
@@ -360,7 +370,7 @@ func TestWrongS3CredentialsAreReported(t *testing.T) {
 	mustCreate(t, secret)
 	mustCreate(t, sink)
 
-	c := wantCondition(t, ns, "events", jetsinkv1.ConditionDegraded, metav1.ConditionTrue, jetsinkv1.ReasonS3AccessDenied)
+	c := wantCondition(t, ns, "events", jetsinkv1.ConditionStalled, metav1.ConditionTrue, jetsinkv1.ReasonS3AccessDenied)
 	if !strings.Contains(c.Message, `"s3-creds"`) || !strings.Contains(c.Message, "credentials") {
 		t.Errorf("message does not say the credentials were refused: %q", c.Message)
 	}
@@ -373,7 +383,7 @@ func TestWrongS3CredentialsAreReported(t *testing.T) {
 		t.Fatal(err)
 	}
 	patchSink(t, ns, func(s *jetsinkv1.WarehouseSink) { s.Spec.Destination.Bucket = "no-such-bucket" })
-	c = wantCondition(t, ns, "events", jetsinkv1.ConditionDegraded, metav1.ConditionTrue, jetsinkv1.ReasonBucketNotFound)
+	c = wantCondition(t, ns, "events", jetsinkv1.ConditionStalled, metav1.ConditionTrue, jetsinkv1.ReasonBucketNotFound)
 	if !strings.Contains(c.Message, "no-such-bucket") {
 		t.Errorf("message does not name the bucket: %q", c.Message)
 	}
@@ -388,15 +398,22 @@ func TestUnreachableNATSAndMissingStreamAreReported(t *testing.T) {
 	closedPort := l.Addr().String()
 	l.Close()
 	mustCreate(t, newSink(ns, "nats://"+closedPort))
-	c := wantCondition(t, ns, "events", jetsinkv1.ConditionDegraded, metav1.ConditionTrue, jetsinkv1.ReasonNATSUnreachable)
+	// A server that does not answer may come back: the sink is still
+	// reconciling (kstatus InProgress), not stalled.
+	c := wantCondition(t, ns, "events", jetsinkv1.ConditionReconciling, metav1.ConditionTrue, jetsinkv1.ReasonNATSUnreachable)
 	if !strings.Contains(c.Message, closedPort) {
 		t.Errorf("message does not name the server: %q", c.Message)
 	}
+	wantCondition(t, ns, "events", jetsinkv1.ConditionStalled, metav1.ConditionFalse, jetsinkv1.ReasonAsExpected)
+	wantCondition(t, ns, "events", jetsinkv1.ConditionReady, metav1.ConditionFalse, jetsinkv1.ReasonNATSUnreachable)
 	wantEvent(t, ns, jetsinkv1.ReasonNATSUnreachable)
 
+	// source.url cannot change in place, so the missing stream gets a sink
+	// of its own.
+	ns = namespace(t)
 	srv := natstest.Start(t) // a server, but without the stream
-	patchSink(t, ns, func(s *jetsinkv1.WarehouseSink) { s.Spec.Source.URL = srv.ClientURL() })
-	c = wantCondition(t, ns, "events", jetsinkv1.ConditionDegraded, metav1.ConditionTrue, jetsinkv1.ReasonStreamNotFound)
+	mustCreate(t, newSink(ns, srv.ClientURL()))
+	c = wantCondition(t, ns, "events", jetsinkv1.ConditionStalled, metav1.ConditionTrue, jetsinkv1.ReasonStreamNotFound)
 	if !strings.Contains(c.Message, `"EVENTS"`) {
 		t.Errorf("message does not name the stream: %q", c.Message)
 	}
@@ -406,7 +423,7 @@ func TestUnreachableNATSAndMissingStreamAreReported(t *testing.T) {
 
 	// The stream appears: the retry (with backoff, no edit) picks it up.
 	srv.CreateStream(t, "EVENTS", "events.>")
-	wantCondition(t, ns, "events", jetsinkv1.ConditionDegraded, metav1.ConditionFalse, jetsinkv1.ReasonAsExpected)
+	wantCondition(t, ns, "events", jetsinkv1.ConditionStalled, metav1.ConditionFalse, jetsinkv1.ReasonAsExpected)
 }
 
 func TestObjectNotOwnedIsLeftAloneAndReported(t *testing.T) {
@@ -424,7 +441,7 @@ func TestObjectNotOwnedIsLeftAloneAndReported(t *testing.T) {
 	}
 	mustCreate(t, theirs)
 	mustCreate(t, newSink(ns, srv.ClientURL()))
-	c := wantCondition(t, ns, "events", jetsinkv1.ConditionDegraded, metav1.ConditionTrue, jetsinkv1.ReasonNameConflict)
+	c := wantCondition(t, ns, "events", jetsinkv1.ConditionStalled, metav1.ConditionTrue, jetsinkv1.ReasonNameConflict)
 	if !strings.Contains(c.Message, "Deployment") {
 		t.Errorf("message = %q", c.Message)
 	}
@@ -443,7 +460,7 @@ func TestDeletionPolicy(t *testing.T) {
 			sink.Spec.Source.ConsumerDeletionPolicy = policy
 			mustCreate(t, sink)
 			eventually(t, 20*time.Second, func() error {
-				_, err := js.Consumer(t.Context(), "EVENTS", "warehouse")
+				_, err := js.Consumer(t.Context(), "EVENTS", consumerName(ns))
 				return err
 			})
 			if policy == jetsinkv1.ConsumerDelete {
@@ -464,7 +481,7 @@ func TestDeletionPolicy(t *testing.T) {
 				}
 				return nil
 			})
-			_, err := js.Consumer(t.Context(), "EVENTS", "warehouse")
+			_, err := js.Consumer(t.Context(), "EVENTS", consumerName(ns))
 			switch policy {
 			case jetsinkv1.ConsumerDelete:
 				if !errors.Is(err, jetstream.ErrConsumerNotFound) {
@@ -523,7 +540,7 @@ func TestDefaultsAreFilledIn(t *testing.T) {
 	got, _ := get(t, &jetsinkv1.WarehouseSink{}, ns, "events")
 	sp := got.Spec
 	if *sp.Replicas != 1 || sp.WorkersPerReplica != 4 || sp.ShutdownTimeout.Duration != 30*time.Second ||
-		sp.Source.Consumer != "warehouse" || sp.Source.AckWait.Duration != 2*time.Minute || sp.Source.MaxDeliver != 10 ||
+		sp.Source.Consumer != "" || sp.Source.AckWait.Duration != 2*time.Minute || sp.Source.MaxDeliver != 10 ||
 		sp.Source.FetchBatchSize != 500 || sp.Source.ConsumerDeletionPolicy != jetsinkv1.ConsumerRetain ||
 		sp.Batch.MaxEvents != 10000 || sp.Batch.MaxBytes.String() != "64Mi" || sp.Batch.MaxAge.Duration != time.Minute ||
 		sp.Parquet.Compression != "zstd" || sp.Partitioning.TimeGranularity != "hour" || sp.Destination.Region != "us-east-1" {

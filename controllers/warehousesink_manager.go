@@ -6,6 +6,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -25,7 +26,7 @@ import (
 const secretRefIndex = ".spec.secretRefs"
 
 // SetupWithManager registers the controller: sinks (on spec changes), the
-// Deployments and Services they own, the Secrets they reference, and the
+// Deployments, Services and PodDisruptionBudgets they own, the Secrets they reference, and the
 // sinks the lag refresher (run by the manager too) can no longer follow.
 func (r *WarehouseSinkReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return r.setupWithManager(mgr, r)
@@ -50,6 +51,7 @@ func (r *WarehouseSinkReconciler) setupWithManager(mgr ctrl.Manager, rec reconci
 		// first ones and kept a fleet busy well after it had converged.
 		Owns(&appsv1.Deployment{}, builder.WithPredicates(ignoreCreate)).
 		Owns(&corev1.Service{}, builder.WithPredicates(ignoreCreate)).
+		Owns(&policyv1.PodDisruptionBudget{}, builder.WithPredicates(ignoreCreate)).
 		// Only the Secrets' metadata is cached: the operator must not hold
 		// every Secret of the cluster in memory. Their data is read on
 		// demand through the APIReader.
@@ -74,13 +76,16 @@ func (r *WarehouseSinkReconciler) setupWithManager(mgr ctrl.Manager, rec reconci
 // ignoreCreate passes every event but creation.
 var ignoreCreate = predicate.Funcs{CreateFunc: func(event.CreateEvent) bool { return false }}
 
+// secretRefs are the names of the Secrets the sink reads.
 func secretRefs(sink *jetsinkv1.WarehouseSink) []string {
 	var names []string
-	if ref := sink.Spec.Source.CredentialsSecretRef; ref != nil {
-		names = append(names, ref.Name)
-	}
-	if ref := sink.Spec.Destination.CredentialsSecretRef; ref != nil {
-		names = append(names, ref.Name)
+	for _, ref := range []*corev1.LocalObjectReference{
+		sink.Spec.Source.CredentialsSecretRef, tlsRef(sink.Spec.Source.TLS),
+		sink.Spec.Destination.CredentialsSecretRef, tlsRef(sink.Spec.Destination.TLS),
+	} {
+		if ref != nil {
+			names = append(names, ref.Name)
+		}
 	}
 	return names
 }

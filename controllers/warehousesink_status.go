@@ -17,19 +17,33 @@ import (
 	"github.com/jetsink/jetsink/controllers/workload"
 )
 
-// problem is something that stops a sink and that its owner must fix: it
-// becomes the Degraded condition's reason and message, and an Event.
-// Transient problems (a server down) are retried with backoff; the others
-// wait for the object that fixes them (a Secret) to change.
+// problem is something that stops a sink. Its reason and message become the
+// conditions' and an Event's.
+//
+// A stalled problem is one only the sink's owner can fix (a missing Secret,
+// a consumer owned by someone else, refused S3 keys): the sink reads as
+// Stalled, which kstatus reports as Failed. The others (a server that does
+// not answer) may pass by themselves: the sink reads as Reconciling while
+// the operator retries with backoff.
 type problem struct {
-	Reason    string
-	Message   string
-	transient bool
+	Reason  string
+	Message string
+	stalled bool
 }
 
 func (p *problem) Error() string { return p.Reason + ": " + p.Message }
 
-// setCondition sets a condition at the sink's current generation.
+// stalled and retrying build the two kinds of problem.
+func stalled(reason, format string, args ...any) *problem {
+	return &problem{Reason: reason, Message: fmt.Sprintf(format, args...), stalled: true}
+}
+
+func retrying(reason, format string, args ...any) *problem {
+	return &problem{Reason: reason, Message: fmt.Sprintf(format, args...)}
+}
+
+// setCondition sets a condition at the sink's current generation. Its
+// lastTransitionTime moves only when its status does.
 func setCondition(sink *jetsinkv1.WarehouseSink, typ string, status metav1.ConditionStatus, reason, message string) {
 	apimeta.SetStatusCondition(&sink.Status.Conditions, metav1.Condition{
 		Type: typ, Status: status, Reason: reason, Message: message,
@@ -37,41 +51,55 @@ func setCondition(sink *jetsinkv1.WarehouseSink, typ string, status metav1.Condi
 	})
 }
 
-// markDegraded records p on the sink: Degraded with p's reason, and Ready
-// False for the same reason. Progressing is left as it was.
-func markDegraded(sink *jetsinkv1.WarehouseSink, p *problem) {
-	setCondition(sink, jetsinkv1.ConditionDegraded, metav1.ConditionTrue, p.Reason, p.Message)
-	setCondition(sink, jetsinkv1.ConditionReady, metav1.ConditionFalse, p.Reason, p.Message)
-}
+// summarize sets status.observedGeneration and the three conditions from
+// what one reconcile found: p, the problem that stopped it (nil when none),
+// and dep, the workers' live Deployment (nil when the reconcile stopped
+// before it). It is the only place conditions are set, once per reconcile,
+// so a condition that holds across retries keeps its lastTransitionTime.
+func summarize(sink *jetsinkv1.WarehouseSink, p *problem, dep *appsv1.Deployment) {
+	sink.Status.ObservedGeneration = sink.Generation
+	if dep != nil {
+		sink.Status.Replicas = dep.Status.Replicas
+		sink.Status.ReadyReplicas = dep.Status.ReadyReplicas
+		sink.Status.Selector = labels.SelectorFromSet(workload.SelectorLabels(sink)).String()
+		if p == nil {
+			p = progressDeadlineExceeded(dep)
+		}
+	}
+	if p != nil {
+		if p.stalled {
+			setCondition(sink, jetsinkv1.ConditionStalled, metav1.ConditionTrue, p.Reason, p.Message)
+			setCondition(sink, jetsinkv1.ConditionReconciling, metav1.ConditionFalse, p.Reason, "waiting for the sink's owner to fix it")
+		} else {
+			setCondition(sink, jetsinkv1.ConditionStalled, metav1.ConditionFalse, jetsinkv1.ReasonAsExpected, "")
+			setCondition(sink, jetsinkv1.ConditionReconciling, metav1.ConditionTrue, p.Reason, "retrying: "+p.Message)
+		}
+		setCondition(sink, jetsinkv1.ConditionReady, metav1.ConditionFalse, p.Reason, p.Message)
+		return
+	}
+	setCondition(sink, jetsinkv1.ConditionStalled, metav1.ConditionFalse, jetsinkv1.ReasonAsExpected, "")
 
-// observeWorkers derives the status from the live Deployment and the
-// consumer's counters: replicas, selector, the rollout and readiness.
-func observeWorkers(sink *jetsinkv1.WarehouseSink, dep *appsv1.Deployment) {
 	desired := ptr.Deref(dep.Spec.Replicas, 1)
 	st := dep.Status
-	sink.Status.Replicas = st.Replicas
-	sink.Status.ReadyReplicas = st.ReadyReplicas
-	sink.Status.Selector = labels.SelectorFromSet(workload.SelectorLabels(sink)).String()
-
 	// Rolled out: the Deployment controller saw the current template and
 	// every pod runs it (no old pod is still draining).
 	rolledOut := st.ObservedGeneration >= dep.Generation &&
 		st.UpdatedReplicas == desired && st.Replicas == desired && st.AvailableReplicas >= desired
 	if rolledOut {
-		sink.Status.ObservedGeneration = sink.Generation
-		setCondition(sink, jetsinkv1.ConditionProgressing, metav1.ConditionFalse, jetsinkv1.ReasonRolledOut,
+		setCondition(sink, jetsinkv1.ConditionReconciling, metav1.ConditionFalse, jetsinkv1.ReasonRolledOut,
 			fmt.Sprintf("Deployment %s runs generation %d with %d replicas", dep.Name, sink.Generation, desired))
 	} else {
-		setCondition(sink, jetsinkv1.ConditionProgressing, metav1.ConditionTrue, jetsinkv1.ReasonRollingOut,
+		setCondition(sink, jetsinkv1.ConditionReconciling, metav1.ConditionTrue, jetsinkv1.ReasonRollingOut,
 			fmt.Sprintf("Deployment %s: %d of %d replicas updated, %d available", dep.Name, st.UpdatedReplicas, desired, st.AvailableReplicas))
 	}
-	setCondition(sink, jetsinkv1.ConditionDegraded, metav1.ConditionFalse, jetsinkv1.ReasonAsExpected, "")
-
 	switch {
+	case sink.Spec.Suspend:
+		setCondition(sink, jetsinkv1.ConditionReady, metav1.ConditionFalse, jetsinkv1.ReasonSuspended,
+			"spec.suspend is true: no worker consumes; the consumer keeps its position")
 	case desired == 0:
 		setCondition(sink, jetsinkv1.ConditionReady, metav1.ConditionFalse, jetsinkv1.ReasonScaledToZero,
 			"spec.replicas is 0: no worker consumes")
-	case st.AvailableReplicas >= desired && rolledOut:
+	case rolledOut:
 		setCondition(sink, jetsinkv1.ConditionReady, metav1.ConditionTrue, jetsinkv1.ReasonAvailable,
 			fmt.Sprintf("%d of %d workers available, consumer present", st.AvailableReplicas, desired))
 	default:
@@ -80,8 +108,31 @@ func observeWorkers(sink *jetsinkv1.WarehouseSink, dep *appsv1.Deployment) {
 	}
 }
 
+// progressDeadlineExceeded is the Deployment controller's verdict that the
+// rollout will not finish by itself (pods that never become ready: a bad
+// image, a crash loop, no room on the nodes), as a stalled problem.
+func progressDeadlineExceeded(dep *appsv1.Deployment) *problem {
+	c := deploymentCondition(dep, appsv1.DeploymentProgressing)
+	if c == nil || c.Status != corev1.ConditionFalse || c.Reason != "ProgressDeadlineExceeded" {
+		return nil
+	}
+	return stalled(jetsinkv1.ReasonProgressDeadlineExceeded,
+		"Deployment %s made no progress within its deadline: %s (see `kubectl describe deployment %s` and its pods' events)",
+		dep.Name, c.Message, dep.Name)
+}
+
+func deploymentCondition(dep *appsv1.Deployment, typ appsv1.DeploymentConditionType) *appsv1.DeploymentCondition {
+	for i := range dep.Status.Conditions {
+		if dep.Status.Conditions[i].Type == typ {
+			return &dep.Status.Conditions[i]
+		}
+	}
+	return nil
+}
+
 // patchStatus writes the status once, at the end of a reconcile, and only
-// when it changed; it records an Event when the Degraded condition moves.
+// when it changed; it records an Event when the Ready condition's reason
+// moves to a problem or back.
 func (r *WarehouseSinkReconciler) patchStatus(ctx context.Context, before, sink *jetsinkv1.WarehouseSink) error {
 	r.recordTransition(before, sink)
 	if equality.Semantic.DeepEqual(before.Status, sink.Status) {
@@ -90,19 +141,27 @@ func (r *WarehouseSinkReconciler) patchStatus(ctx context.Context, before, sink 
 	return client.IgnoreNotFound(r.Status().Patch(ctx, sink, client.MergeFrom(before)))
 }
 
-// recordTransition emits an Event when the sink becomes degraded, changes
-// why, or recovers — on state changes, not on every loop.
+// healthyReasons are the Ready reasons that are no problem: a sink on its
+// way (rolling out), at rest on purpose, or ready.
+var healthyReasons = map[string]bool{
+	jetsinkv1.ReasonAvailable: true, jetsinkv1.ReasonWorkersUnavailable: true,
+	jetsinkv1.ReasonSuspended: true, jetsinkv1.ReasonScaledToZero: true,
+}
+
+// recordTransition emits a Warning Event when the sink meets a problem or
+// the problem changes, and a Normal one when it recovers: on state changes,
+// not on every retry.
 func (r *WarehouseSinkReconciler) recordTransition(before, sink *jetsinkv1.WarehouseSink) {
-	was := apimeta.FindStatusCondition(before.Status.Conditions, jetsinkv1.ConditionDegraded)
-	now := apimeta.FindStatusCondition(sink.Status.Conditions, jetsinkv1.ConditionDegraded)
+	was := apimeta.FindStatusCondition(before.Status.Conditions, jetsinkv1.ConditionReady)
+	now := apimeta.FindStatusCondition(sink.Status.Conditions, jetsinkv1.ConditionReady)
 	if now == nil {
 		return
 	}
-	wasDegraded := was != nil && was.Status == metav1.ConditionTrue
+	wasProblem := was != nil && !healthyReasons[was.Reason]
 	switch {
-	case now.Status == metav1.ConditionTrue && (!wasDegraded || was.Reason != now.Reason || was.Message != now.Message):
+	case !healthyReasons[now.Reason] && (!wasProblem || was.Reason != now.Reason || was.Message != now.Message):
 		r.Recorder.Eventf(sink, nil, corev1.EventTypeWarning, now.Reason, "Reconcile", "%s", now.Message)
-	case now.Status == metav1.ConditionFalse && wasDegraded:
+	case healthyReasons[now.Reason] && wasProblem:
 		r.Recorder.Eventf(sink, nil, corev1.EventTypeNormal, "Recovered", "Reconcile", "%s no longer applies", was.Reason)
 	}
 }
