@@ -333,7 +333,7 @@ func (r *WarehouseSinkReconciler) applyDeployment(ctx context.Context, sink *jet
 // applyDisruptionBudget keeps the workers' PodDisruptionBudget, or deletes
 // the one the sink owns when it asks for none.
 func (r *WarehouseSinkReconciler) applyDisruptionBudget(ctx context.Context, sink *jetsinkv1.WarehouseSink) error {
-	if pdb := (*policyv1.PodDisruptionBudget)(nil); pdb != nil { // WIP-H2 workload.PodDisruptionBudget(sink)
+	if pdb := workload.PodDisruptionBudget(sink); pdb != nil {
 		_, err := r.apply(ctx, sink, pdb, &policyv1.PodDisruptionBudget{}, nil)
 		return err
 	}

@@ -1,8 +1,10 @@
 package workload
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
 	"math"
-	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -21,11 +23,32 @@ const WorkerCommand = "sinkworker"
 // workerUID is the non-root user the worker runs as (distroless nonroot).
 const workerUID = 65532
 
-// Credentials are the resolved credential Secrets of a sink, nil when the
-// sink names none. The controller fetches them; the builder only needs their
-// names and versions.
+// Credentials are the resolved Secrets of a sink, nil when the sink names
+// none. The controller fetches them; the builder reads only the data of the
+// keys the workers use, to hash it into the pod template.
 type Credentials struct {
 	NATS, S3 *corev1.Secret
+}
+
+// secretRead is one Secret the workers read: its name, the variables it
+// fills and, once resolved, the Secret itself.
+type secretRead struct {
+	name   string
+	vars   []config.SecretEnv
+	secret *corev1.Secret
+}
+
+// secretsRead lists the Secrets the sink names, in a fixed order.
+func secretsRead(sink *jetsinkv1.WarehouseSink, creds Credentials) []secretRead {
+	var out []secretRead
+	add := func(ref *corev1.LocalObjectReference, vars []config.SecretEnv, s *corev1.Secret) {
+		if ref != nil {
+			out = append(out, secretRead{ref.Name, vars, s})
+		}
+	}
+	add(sink.Spec.Source.CredentialsSecretRef, config.NATSSecretEnv, creds.NATS)
+	add(sink.Spec.Destination.CredentialsSecretRef, config.S3SecretEnv, creds.S3)
+	return out
 }
 
 // Deployment returns the Deployment running the sink's workers. image is
@@ -47,8 +70,8 @@ func Deployment(sink *jetsinkv1.WarehouseSink, image string, creds Credentials) 
 	for k, v := range spec.PodAnnotations {
 		podAnnotations[k] = v
 	}
-	if v := credentialsVersion(creds); v != "" {
-		podAnnotations[AnnotationCredentialsVersion] = v
+	if h := credentialsHash(secretsRead(sink, creds)); h != "" {
+		podAnnotations[AnnotationCredentialsHash] = h
 	}
 
 	probe := func(path string, period int32) *corev1.Probe {
@@ -92,7 +115,7 @@ func Deployment(sink *jetsinkv1.WarehouseSink, image string, creds Credentials) 
 			Labels:    Labels(sink),
 		},
 		Spec: appsv1.DeploymentSpec{
-			Replicas: ptr.To(ptr.Deref(spec.Replicas, 1)),
+			Replicas: ptr.To(Replicas(sink)),
 			Selector: &metav1.LabelSelector{MatchLabels: SelectorLabels(sink)},
 			// A rolling update that never drops below the desired count:
 			// the old pod drains while its replacement already consumes.
@@ -109,9 +132,17 @@ func Deployment(sink *jetsinkv1.WarehouseSink, image string, creds Credentials) 
 					Containers:                    []corev1.Container{container},
 					TerminationGracePeriodSeconds: ptr.To(GracePeriodSeconds(sink)),
 					ServiceAccountName:            spec.ServiceAccountName,
-					NodeSelector:                  spec.NodeSelector,
-					Tolerations:                   spec.Tolerations,
-					Affinity:                      spec.Affinity,
+					// The workers never call the Kubernetes API and never
+					// look up Services by env: neither a token nor
+					// service links belong in their pods.
+					AutomountServiceAccountToken: ptr.To(false),
+					EnableServiceLinks:           ptr.To(false),
+					ImagePullSecrets:             spec.ImagePullSecrets,
+					PriorityClassName:            spec.PriorityClassName,
+					NodeSelector:                 spec.NodeSelector,
+					Tolerations:                  spec.Tolerations,
+					Affinity:                     spec.Affinity,
+					TopologySpreadConstraints:    topologySpread(sink),
 					SecurityContext: &corev1.PodSecurityContext{
 						RunAsNonRoot:   ptr.To(true),
 						SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
@@ -134,20 +165,36 @@ func GracePeriodSeconds(sink *jetsinkv1.WarehouseSink) int64 {
 	return int64(math.Ceil(timeout.Seconds())) + GracePeriodMargin
 }
 
-// workerEnv is the worker's configuration as env, then the credentials as
-// references into the user's Secrets (never copied into the pod spec).
+// workerEnv is the sink's extra env (proxies and the like; the schema
+// refuses the worker's own names), then the worker's configuration, then
+// the credentials as references into the user's Secrets (never copied into
+// the pod spec). Later entries win, so nothing the user adds can override
+// what the operator renders.
 func workerEnv(cfg config.Config, sink *jetsinkv1.WarehouseSink, creds Credentials) []corev1.EnvVar {
-	var env []corev1.EnvVar
+	env := append([]corev1.EnvVar(nil), sink.Spec.Env...)
 	for _, e := range cfg.Environ() {
 		env = append(env, corev1.EnvVar{Name: e.Name, Value: e.Value})
 	}
-	if ref := sink.Spec.Source.CredentialsSecretRef; ref != nil {
-		env = append(env, secretEnv(ref.Name, config.NATSSecretEnv)...)
-	}
-	if ref := sink.Spec.Destination.CredentialsSecretRef; ref != nil {
-		env = append(env, secretEnv(ref.Name, config.S3SecretEnv)...)
+	for _, s := range secretsRead(sink, creds) {
+		env = append(env, secretEnv(s.name, s.vars)...)
 	}
 	return env
+}
+
+// topologySpread is the sink's constraints, each selecting the sink's own
+// workers when it names no selector (the usual intent: spread these pods).
+func topologySpread(sink *jetsinkv1.WarehouseSink) []corev1.TopologySpreadConstraint {
+	out := make([]corev1.TopologySpreadConstraint, 0, len(sink.Spec.TopologySpreadConstraints))
+	for _, c := range sink.Spec.TopologySpreadConstraints {
+		if c.LabelSelector == nil {
+			c.LabelSelector = &metav1.LabelSelector{MatchLabels: SelectorLabels(sink)}
+		}
+		out = append(out, c)
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
 }
 
 func secretEnv(secret string, vars []config.SecretEnv) []corev1.EnvVar {
@@ -164,12 +211,23 @@ func secretEnv(secret string, vars []config.SecretEnv) []corev1.EnvVar {
 	return out
 }
 
-func credentialsVersion(creds Credentials) string {
-	var parts []string
-	for _, s := range []*corev1.Secret{creds.NATS, creds.S3} {
-		if s != nil {
-			parts = append(parts, s.Name+"@"+s.ResourceVersion)
+// credentialsHash hashes the data of exactly the keys the workers read
+// (with the Secrets' names), empty when the sink reads no Secret.
+func credentialsHash(reads []secretRead) string {
+	if len(reads) == 0 {
+		return ""
+	}
+	h := sha256.New()
+	for _, r := range reads {
+		fmt.Fprintf(h, "%s\x00", r.name)
+		for _, v := range r.vars {
+			var data []byte
+			if r.secret != nil {
+				data = r.secret.Data[v.Key]
+			}
+			fmt.Fprintf(h, "%s\x00%d\x00", v.Key, len(data))
+			h.Write(data)
 		}
 	}
-	return strings.Join(parts, ",")
+	return hex.EncodeToString(h.Sum(nil)[:8])
 }

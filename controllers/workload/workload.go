@@ -1,7 +1,8 @@
 // Package workload builds the objects a WarehouseSink owns, as pure
 // functions of the sink: the worker configuration (WorkerConfig), the
-// Deployment that runs the workers (Deployment) and the Service that exposes
-// their metrics (Service). The controller applies what these return; tests
+// Deployment that runs the workers (Deployment), the Service that exposes
+// their metrics (Service) and the PodDisruptionBudget that bounds a node
+// drain (PodDisruptionBudget). The controller applies what these return; tests
 // check them without an API server.
 package workload
 
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	jetsinkv1 "github.com/jetsink/jetsink/api/v1alpha1"
 	"github.com/jetsink/jetsink/sinkworker/config"
@@ -33,10 +35,12 @@ const (
 	// AnnotationSpecHash records the hash of the desired spec on an owned
 	// object, so the controller updates it only when that changes.
 	AnnotationSpecHash = "jetsink.dev/spec-hash"
-	// AnnotationCredentialsVersion on the pod template carries the
-	// resourceVersions of the credential Secrets, so rotating a credential
-	// rolls the workers (env from a Secret is read only at container start).
-	AnnotationCredentialsVersion = "jetsink.dev/credentials-version"
+	// AnnotationCredentialsHash on the pod template carries a hash of the
+	// Secret keys the workers read, so rotating a credential rolls the
+	// workers (env from a Secret is read only at container start) while a
+	// label or annotation added to the Secret (External Secrets, Reflector)
+	// does not.
+	AnnotationCredentialsHash = "jetsink.dev/credentials-hash"
 )
 
 // GracePeriodMargin is added to spec.shutdownTimeout to make the pod's
@@ -66,7 +70,7 @@ func WorkerConfig(sink *jetsinkv1.WarehouseSink) config.Config {
 	c := config.Default()
 	c.NATSURL = s.Source.URL
 	c.Stream = s.Source.Stream
-	setIf(&c.Consumer, s.Source.Consumer)
+	c.Consumer = ConsumerName(sink)
 	c.FilterSubjects = s.Source.FilterSubjects
 	setDuration(&c.AckWait, s.Source.AckWait)
 	setIf(&c.MaxDeliver, int(s.Source.MaxDeliver))
@@ -95,6 +99,26 @@ func WorkerConfig(sink *jetsinkv1.WarehouseSink) config.Config {
 	setIf(&c.TimeGranularity, string(s.Partitioning.TimeGranularity))
 	setDuration(&c.ShutdownTimeout, s.ShutdownTimeout)
 	return c
+}
+
+// ConsumerName is the durable consumer of the sink: spec.source.consumer,
+// or one derived from the sink's namespace and name, so two sinks on one
+// stream never share a consumer unless told to (and the operator refuses
+// even then: see the controller's ownership check).
+func ConsumerName(sink *jetsinkv1.WarehouseSink) string {
+	if sink.Spec.Source.Consumer != "" {
+		return sink.Spec.Source.Consumer
+	}
+	return "jetsink-" + sink.Namespace + "-" + sink.Name
+}
+
+// Replicas is the number of workers the Deployment runs: none while the
+// sink is suspended.
+func Replicas(sink *jetsinkv1.WarehouseSink) int32 {
+	if sink.Spec.Suspend {
+		return 0
+	}
+	return ptr.Deref(sink.Spec.Replicas, 1)
 }
 
 // MaxAckPending is the consumer's limit for the whole sink: the per-pod

@@ -174,14 +174,82 @@ func TestDeployment(t *testing.T) {
 			}
 		},
 	}, {
-		name: "rotating a credential Secret rolls the pods",
+		name: "rotating a credential rolls the pods; Secret metadata and unread keys do not",
 		check: func(t *testing.T, s *jetsinkv1.WarehouseSink) {
-			sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "s3-creds", ResourceVersion: "1"}}
-			a := Deployment(s, "img", Credentials{S3: sec})
-			sec.ResourceVersion = "2"
-			b := Deployment(s, "img", Credentials{S3: sec})
-			if specHash(a.Spec.Template) == specHash(b.Spec.Template) {
-				t.Error("pod template unchanged after the Secret changed")
+			sec := &corev1.Secret{
+				ObjectMeta: metav1.ObjectMeta{Name: "s3-creds", ResourceVersion: "1"},
+				Data:       map[string][]byte{"AWS_ACCESS_KEY_ID": []byte("id"), "AWS_SECRET_ACCESS_KEY": []byte("old")},
+			}
+			template := func() string { return specHash(Deployment(s, "img", Credentials{S3: sec}).Spec.Template) }
+			a := template()
+			sec.ResourceVersion, sec.Labels = "2", map[string]string{"reflector": "synced"}
+			sec.Data["unrelated"] = []byte("x")
+			if template() != a {
+				t.Error("a label and a key the workers never read changed the pod template: every worker would restart")
+			}
+			sec.Data["AWS_SECRET_ACCESS_KEY"] = []byte("new")
+			if template() == a {
+				t.Error("pod template unchanged after the secret key rotated: workers would keep the old key")
+			}
+		},
+	}, {
+		name: "suspend scales to zero and keeps the pod template",
+		check: func(t *testing.T, s *jetsinkv1.WarehouseSink) {
+			a := Deployment(s, "img", Credentials{})
+			s.Spec.Suspend = true
+			b := Deployment(s, "img", Credentials{})
+			if *b.Spec.Replicas != 0 || specHash(a.Spec.Template) != specHash(b.Spec.Template) {
+				t.Errorf("suspended: replicas %d, template changed %v", *b.Spec.Replicas, specHash(a.Spec.Template) != specHash(b.Spec.Template))
+			}
+		},
+	}, {
+		name: "pods get no API token, no service links, and the placement the spec asks for",
+		edit: func(s *jetsinkv1.WarehouseSink) {
+			s.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "regcred"}}
+			s.Spec.PriorityClassName = "data-critical"
+			s.Spec.TopologySpreadConstraints = []corev1.TopologySpreadConstraint{{
+				MaxSkew: 1, TopologyKey: "topology.kubernetes.io/zone", WhenUnsatisfiable: corev1.ScheduleAnyway,
+			}}
+			s.Spec.Env = []corev1.EnvVar{{Name: "HTTPS_PROXY", Value: "http://proxy:3128"}}
+		},
+		check: func(t *testing.T, s *jetsinkv1.WarehouseSink) {
+			pod := Deployment(s, "img", Credentials{}).Spec.Template.Spec
+			if *pod.AutomountServiceAccountToken || *pod.EnableServiceLinks {
+				t.Error("worker pods mount a ServiceAccount token or get service-link env")
+			}
+			if pod.ImagePullSecrets[0].Name != "regcred" || pod.PriorityClassName != "data-critical" {
+				t.Errorf("pull secrets %v, priority class %q", pod.ImagePullSecrets, pod.PriorityClassName)
+			}
+			tsc := pod.TopologySpreadConstraints
+			if len(tsc) != 1 || tsc[0].LabelSelector.MatchLabels[LabelInstance] != "events" {
+				t.Errorf("spread constraints do not select the sink's workers: %+v", tsc)
+			}
+			if e := pod.Containers[0].Env[0]; e.Name != "HTTPS_PROXY" {
+				t.Errorf("first env %v, want the sink's extra env first (the operator's own come after and win)", e)
+			}
+		},
+	}, {
+		name: "a derived consumer name per sink, spec.source.consumer when set",
+		edit: func(s *jetsinkv1.WarehouseSink) { s.Spec.Source.Consumer = "" },
+		check: func(t *testing.T, s *jetsinkv1.WarehouseSink) {
+			if got := WorkerConfig(s).Consumer; got != "jetsink-analytics-events" {
+				t.Errorf("derived consumer %q", got)
+			}
+			s.Spec.Source.Consumer = "mine"
+			if got := WorkerConfig(s).Consumer; got != "mine" {
+				t.Errorf("named consumer %q", got)
+			}
+		},
+	}, {
+		name: "the disruption budget selects the workers, and goes when disabled",
+		check: func(t *testing.T, s *jetsinkv1.WarehouseSink) {
+			p := PodDisruptionBudget(s)
+			if p.Spec.MaxUnavailable.IntValue() != 1 || p.Spec.Selector.MatchLabels[LabelInstance] != "events" {
+				t.Errorf("budget = %+v", p.Spec)
+			}
+			s.Spec.PodDisruptionBudget.Enabled = ptr.To(false)
+			if PodDisruptionBudget(s) != nil {
+				t.Error("a budget for a sink that disabled it")
 			}
 		},
 	}, {
