@@ -39,6 +39,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	jetsinkv1 "github.com/jetsink/jetsink/api/v1alpha1"
+	"github.com/jetsink/jetsink/controllers/workload"
 	"github.com/jetsink/jetsink/hack/localstack/stack"
 	"github.com/jetsink/jetsink/internal/reporoot"
 	"github.com/jetsink/jetsink/sinkworker"
@@ -312,8 +313,8 @@ func (e *env) readBucket() (counts map[string]int, files int) {
 		}
 		for _, o := range page.Contents {
 			key := aws.ToString(o.Key)
-			if _, ok := e.rows[key]; ok {
-				continue
+			if _, ok := e.rows[key]; ok || !strings.HasSuffix(key, ".parquet") {
+				continue // read before, or the operator's access-check marker
 			}
 			out, err := c.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(e.bucket), Key: aws.String(key)})
 			if err != nil {
@@ -373,10 +374,11 @@ func (e *env) waitAllWritten(p *publisher, timeout time.Duration) (dupes int) {
 	return dupes
 }
 
-// consumerInfo reads the sink's durable consumer.
-func (e *env) consumerInfo() *jetstream.ConsumerInfo {
+// consumerInfo reads the durable consumer of the sink called name.
+func (e *env) consumerInfo(name string) *jetstream.ConsumerInfo {
 	e.t.Helper()
-	c, err := e.js.Consumer(e.t.Context(), e.stream, "warehouse")
+	sink := &jetsinkv1.WarehouseSink{ObjectMeta: metav1.ObjectMeta{Namespace: e.ns, Name: name}}
+	c, err := e.js.Consumer(e.t.Context(), e.stream, workload.ConsumerName(sink))
 	if err != nil {
 		e.t.Fatalf("consumer: %v", err)
 	}

@@ -303,7 +303,7 @@ func TestDeleteSinkRetainsConsumerAndBucket(t *testing.T) {
 			t.Errorf("worker did not drain cleanly: %s", x)
 		}
 	}
-	info := e.consumerInfo()
+	info := e.consumerInfo("events")
 	if info.NumAckPending != 0 || info.NumPending != 0 {
 		t.Errorf("retained consumer has pending %d, ack pending %d; want both 0", info.NumPending, info.NumAckPending)
 	}
@@ -344,7 +344,7 @@ func TestBadInput(t *testing.T) {
 			t.Logf("refused:\n%s", out)
 		})
 	}
-	t.Run("wrong S3 credentials: Degraded, nothing ACKed", func(t *testing.T) {
+	t.Run("wrong S3 credentials: not Ready, nothing ACKed", func(t *testing.T) {
 		if err := st.Client.Create(t.Context(), stack.S3Secret(e.ns, "wrong-s3", stack.S3AccessKey, "not-the-secret")); err != nil {
 			t.Fatal(err)
 		}
@@ -353,25 +353,25 @@ func TestBadInput(t *testing.T) {
 		e.create(s)
 		p := &publisher{e: e, prefix: "bad"}
 		p.publish(500)
-		eventually(t, 30*time.Second, "a Degraded condition that names the S3 credentials", func() (bool, string) {
+		eventually(t, 30*time.Second, "a Ready=False condition that names the S3 credentials", func() (bool, string) {
 			got := e.getSink("wrongcreds")
-			c := apimeta.FindStatusCondition(got.Status.Conditions, jetsinkv1.ConditionDegraded)
+			c := apimeta.FindStatusCondition(got.Status.Conditions, jetsinkv1.ConditionReady)
 			if c == nil {
-				return false, "no Degraded condition"
+				return false, "no Ready condition"
 			}
 			msg := strings.ToLower(c.Message)
-			return c.Status == metav1.ConditionTrue && strings.Contains(msg, "s3") &&
+			return c.Status == metav1.ConditionFalse && strings.Contains(msg, "s3") &&
 					(strings.Contains(msg, "credential") || strings.Contains(msg, "access denied") || strings.Contains(msg, "signature")),
 				fmt.Sprintf("%s=%s %s: %s", c.Type, c.Status, c.Reason, c.Message)
 		})
-		c := apimeta.FindStatusCondition(e.getSink("wrongcreds").Status.Conditions, jetsinkv1.ConditionDegraded)
-		t.Logf("Degraded=%s %s: %s", c.Status, c.Reason, c.Message)
+		c := apimeta.FindStatusCondition(e.getSink("wrongcreds").Status.Conditions, jetsinkv1.ConditionReady)
+		t.Logf("Ready=%s %s: %s", c.Status, c.Reason, c.Message)
 		// Give any worker time to cut and try a batch (maxAge 2s) before
 		// checking that nothing was ACKed or written.
 		time.Sleep(4 * time.Second)
 		live, _ := running(e.key("wrongcreds"))
 		t.Logf("%d worker processes running for the degraded sink", live)
-		info := e.consumerInfo()
+		info := e.consumerInfo("wrongcreds")
 		if info.AckFloor.Stream != 0 {
 			t.Errorf("consumer ACK floor is at stream sequence %d: something was ACKed", info.AckFloor.Stream)
 		}
