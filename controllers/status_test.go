@@ -72,6 +72,7 @@ func TestKstatusReadsTheSinkAsGitOpsToolsDo(t *testing.T) {
 	wantKstatus(t, ns, "events", status.CurrentStatus)
 	patchSink(t, ns, func(s *jetsinkv1.WarehouseSink) { s.Spec.Replicas = ptr.To[int32](3) })
 	wantKstatus(t, ns, "events", status.InProgressStatus)
+	waitReplicas(t, ns, "events", 3) // the operator acted on the edit
 	got, _ := get(t, &jetsinkv1.WarehouseSink{}, ns, "events")
 	for _, c := range got.Status.Conditions {
 		if c.ObservedGeneration != got.Status.ObservedGeneration {
@@ -84,13 +85,11 @@ func TestKstatusReadsTheSinkAsGitOpsToolsDo(t *testing.T) {
 	// A rollout the Deployment controller gave up on is Failed, not
 	// Progressing for ever.
 	patchSink(t, ns, func(s *jetsinkv1.WarehouseSink) { s.Spec.Replicas = ptr.To[int32](4) })
+	waitReplicas(t, ns, "events", 4)
 	eventually(t, 10*time.Second, func() error {
 		d, err := get(t, &appsv1.Deployment{}, ns, "events")
 		if err != nil {
 			return err
-		}
-		if *d.Spec.Replicas != 4 {
-			return fmt.Errorf("replicas = %d", *d.Spec.Replicas)
 		}
 		d.Status.ObservedGeneration = d.Generation
 		d.Status.Conditions = []appsv1.DeploymentCondition{{
@@ -104,6 +103,21 @@ func TestKstatusReadsTheSinkAsGitOpsToolsDo(t *testing.T) {
 		t.Errorf("message does not carry the Deployment's: %q", c.Message)
 	}
 	wantKstatus(t, ns, "events", status.FailedStatus)
+}
+
+// waitReplicas waits until the sink's Deployment asks for n workers.
+func waitReplicas(t *testing.T, ns, name string, n int32) {
+	t.Helper()
+	eventually(t, 10*time.Second, func() error {
+		d, err := get(t, &appsv1.Deployment{}, ns, name)
+		if err != nil {
+			return err
+		}
+		if *d.Spec.Replicas != n {
+			return fmt.Errorf("Deployment %s asks for %d replicas, want %d", name, *d.Spec.Replicas, n)
+		}
+		return nil
+	})
 }
 
 func TestConditionsKeepTheirTransitionTimeAcrossRetries(t *testing.T) {
