@@ -2,6 +2,7 @@ package sinkworker
 
 import (
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -32,6 +33,35 @@ func natsOptions(cfg config.Config, log *slog.Logger, reconnected func()) ([]nat
 			log.Info("Reconnected to NATS", "url", nc.ConnectedUrlRedacted())
 			reconnected()
 		}),
+		nats.ReconnectErrHandler(connectFailed(log)),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Warn("NATS error", "error", err) }),
 	), nil
+}
+
+// connectFailedEvery is how often a connect error that does not change is
+// logged again.
+const connectFailedEvery = time.Minute
+
+// connectFailed logs why a connect attempt failed: without it a worker
+// that can never connect (a wrong CA, a refused client certificate, bad
+// credentials) retries silently for ever. Attempts come every
+// ReconnectWait, so the same error is logged once, then once a minute.
+func connectFailed(log *slog.Logger) nats.ConnErrHandler {
+	var (
+		mu     sync.Mutex
+		last   string
+		logged time.Time
+	)
+	return func(_ *nats.Conn, err error) {
+		if err == nil {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if err.Error() == last && time.Since(logged) < connectFailedEvery {
+			return
+		}
+		last, logged = err.Error(), time.Now()
+		log.Warn("Could not connect to NATS", "error", err)
+	}
 }

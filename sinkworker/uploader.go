@@ -56,11 +56,26 @@ func newUploader(ctx context.Context, cfg config.Config, m *metrics) (*uploader,
 	if err != nil {
 		return nil, fmt.Errorf("load AWS configuration: %w", err)
 	}
+	// A private CA (destination.tls) is trusted besides the system's.
+	tlsConfig, err := cfg.S3TLSConfig()
+	if err != nil {
+		return nil, err
+	}
 	httpClient := awshttp.NewBuildableClient().
 		WithDialerOptions(func(d *net.Dialer) { d.Timeout = s3DialTimeout }).
 		WithTransportOptions(func(t *http.Transport) {
 			t.TLSHandshakeTimeout = s3DialTimeout
 			t.ResponseHeaderTimeout = s3ResponseTimeout
+			if tlsConfig != nil {
+				// Keep the SDK's own TLS settings (minimum version,
+				// FIPS curves); only the roots change.
+				if t.TLSClientConfig == nil {
+					t.TLSClientConfig = tlsConfig.Clone()
+				} else {
+					t.TLSClientConfig = t.TLSClientConfig.Clone()
+					t.TLSClientConfig.RootCAs = tlsConfig.RootCAs
+				}
+			}
 		})
 	client := s3.NewFromConfig(awsCfg, func(o *s3.Options) {
 		if cfg.Endpoint != "" {

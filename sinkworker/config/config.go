@@ -5,8 +5,9 @@
 // into the same struct and turns it into the pod's environment (Environ), so
 // the names of the settings are written exactly once, in the `env` tags here,
 // and cannot drift between the two binaries. Credentials are not rendered:
-// they reach the pod from the user's Secrets (see NATSSecretEnv and
-// S3SecretEnv) and are read by Load like any other variable.
+// they reach the pod from the user's Secrets (see NATSSecretEnv,
+// S3SecretEnv, NATSTLSSecretEnv and S3TLSSecretEnv) and are read by Load
+// like any other variable.
 package config
 
 import (
@@ -47,7 +48,10 @@ type Config struct {
 	NATSPassword      string        `env:"NATS_PASSWORD" secret:"true"`
 	NATSToken         string        `env:"NATS_TOKEN" secret:"true"`
 	NATSNKeySeed      string        `env:"NATS_NKEY_SEED" secret:"true"`
-	NATSCreds         string        `env:"NATS_CREDS" secret:"true"` // contents of a .creds file
+	NATSCreds         string        `env:"NATS_CREDS" secret:"true"`    // contents of a .creds file
+	NATSTLSCA         string        `env:"NATS_TLS_CA" secret:"true"`   // PEM: CAs trusted besides the system's
+	NATSTLSCert       string        `env:"NATS_TLS_CERT" secret:"true"` // PEM: client certificate (chain)
+	NATSTLSKey        string        `env:"NATS_TLS_KEY" secret:"true"`  // PEM: its private key
 	Stream            string        `env:"STREAM"`
 	Consumer          string        `env:"CONSUMER"`
 	FilterSubjects    []string      `env:"FILTER_SUBJECTS"`
@@ -69,6 +73,9 @@ type Config struct {
 	Region         string `env:"S3_REGION"`
 	Endpoint       string `env:"S3_ENDPOINT"`
 	ForcePathStyle bool   `env:"S3_FORCE_PATH_STYLE"`
+	// S3TLSCA is PEM text: CAs to trust for the endpoint besides the
+	// system's (see S3TLSConfig).
+	S3TLSCA string `env:"S3_TLS_CA" secret:"true"`
 
 	// Batching and files.
 	Workers          int           `env:"WORKERS"`
@@ -234,6 +241,7 @@ func (c Config) Validate() error {
 	if c.TimeGranularity != GranularityHour && c.TimeGranularity != GranularityDay {
 		bad("TIME_GRANULARITY", "%q is not one of hour, day", c.TimeGranularity)
 	}
+	c.validateTLS(bad)
 	return errors.Join(errs...)
 }
 

@@ -26,10 +26,19 @@ func (c *Config) FromSecret(vars []SecretEnv, data map[string][]byte) {
 	})
 }
 
-// NATSOptions are the connection options for the configured credentials,
-// shared by the worker and the operator so both authenticate alike.
+// NATSOptions are the connection options for the configured credentials
+// and TLS, shared by the worker and the operator so both authenticate
+// alike. With a CA or a client certificate set the connection must be TLS
+// (nats.Secure), whatever the URL's scheme.
 func (c Config) NATSOptions(name string) ([]nats.Option, error) {
 	opts := []nats.Option{nats.Name(name), nats.Timeout(5 * time.Second)}
+	tc, err := c.natsTLSConfig()
+	if err != nil {
+		return nil, err
+	}
+	if tc != nil {
+		opts = append(opts, nats.Secure(tc))
+	}
 	switch {
 	case c.NATSCreds != "":
 		jwt, err := nkeys.ParseDecoratedJWT([]byte(c.NATSCreds))

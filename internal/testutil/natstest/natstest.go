@@ -15,6 +15,9 @@ import (
 // Server is a running JetStream server.
 type Server struct {
 	*server.Server
+	// PKI is the CA and certificates of a server started by StartTLS;
+	// nil for a plain one.
+	PKI *PKI
 }
 
 // Start runs a JetStream server until the test ends.
@@ -47,14 +50,14 @@ func StartWithOptions(t testing.TB, opts *server.Options) *Server {
 		s.Shutdown()
 		s.WaitForShutdown()
 	})
-	return &Server{s}
+	return &Server{Server: s}
 }
 
 // JetStream connects to the server and returns the connection and its
 // JetStream context; both are closed when the test ends.
 func (s *Server) JetStream(t testing.TB) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	nc, err := nats.Connect(s.ClientURL())
+	nc, err := nats.Connect(s.ClientURL(), s.clientOptions(t)...)
 	if err != nil {
 		t.Fatalf("connect to nats: %v", err)
 	}

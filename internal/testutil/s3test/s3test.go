@@ -67,6 +67,13 @@ func Binary(t testing.TB) string {
 // Start runs versitygw until the test ends.
 func Start(t testing.TB) *Server {
 	t.Helper()
+	return start(t, nil)
+}
+
+// start runs versitygw, over TLS when tlsFiles names a certificate and
+// its key.
+func start(t testing.TB, tlsFiles *[2]string) *Server {
+	t.Helper()
 	bin := Binary(t)
 	dir := t.TempDir()
 	root := filepath.Join(dir, "root")
@@ -76,8 +83,13 @@ func Start(t testing.TB) *Server {
 	port := freePort(t)
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	var logs bytes.Buffer
-	cmd := exec.Command(bin, "--access", AccessKey, "--secret", SecretKey, "--region", Region,
-		"--port", addr, "--quiet", "posix", root)
+	args := []string{"--access", AccessKey, "--secret", SecretKey, "--region", Region, "--port", addr, "--quiet"}
+	scheme := "http://"
+	if tlsFiles != nil {
+		args = append(args, "--cert", tlsFiles[0], "--key", tlsFiles[1])
+		scheme = "https://"
+	}
+	cmd := exec.Command(bin, append(args, "posix", root)...)
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("s3test: start versitygw: %v", err)
@@ -110,7 +122,7 @@ func Start(t testing.TB) *Server {
 			t.Fatalf("s3test: versitygw did not listen on %s\n%s", addr, logs.String())
 		}
 	}
-	s := &Server{URL: "http://" + addr, Dir: root}
+	s := &Server{URL: scheme + addr, Dir: root}
 	s.client = NewClient(s.URL)
 	return s
 }
