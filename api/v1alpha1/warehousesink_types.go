@@ -10,6 +10,18 @@ import (
 // Durations are validated with one pattern, repeated in each marker: Go
 // durations such as 30s, 2m or 1h30m, the strings that CEL's duration() and
 // the worker both parse.
+//
+// Every other rule the worker's own configuration check would apply, and
+// that a schema can express, is a marker here too, so a bad spec is refused
+// by the API server with a message naming the field instead of being
+// half-applied by the controller. Each CEL message starts with the field's
+// path under spec (or metadata.name). The rules use CEL libraries of
+// Kubernetes 1.32 and later (quantity, the strings extension, two-variable
+// comprehensions); lists and strings that rules iterate over carry
+// maxItems/maxLength so the rules' estimated cost stays within the API
+// server's budget. The rules on source.url sit on SourceSpec, not on the
+// string: the API server's error for a rule on a string echoes the string,
+// and with it any password in the URL.
 
 // WarehouseSinkSpec is the desired state of a sink: where events come from,
 // where the Parquet files go, and how the workers that move them run.
@@ -91,6 +103,8 @@ type WarehouseSinkSpec struct {
 	// serviceAccountName runs the workers under this ServiceAccount, for
 	// example one annotated for IAM Roles for Service Accounts when no S3
 	// credentials Secret is given.
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
 	// +optional
 	ServiceAccountName string `json:"serviceAccountName,omitempty"`
 
@@ -120,6 +134,8 @@ type WarehouseSinkSpec struct {
 	ImagePullSecrets []corev1.LocalObjectReference `json:"imagePullSecrets,omitempty"`
 
 	// priorityClassName of the worker pods.
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
 	// +optional
 	PriorityClassName string `json:"priorityClassName,omitempty"`
 
@@ -131,8 +147,10 @@ type WarehouseSinkSpec struct {
 	// env adds variables to the worker container, e.g. HTTPS_PROXY and
 	// NO_PROXY. Names starting with JETSINK_ are the operator's and are
 	// refused; so are the credential variables the operator sets from the
-	// Secrets.
+	// Secrets (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN).
 	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:XValidation:rule="self.all(e, !e.name.startsWith('JETSINK_'))",message="env: names starting with JETSINK_ are the operator's own settings of the worker and cannot be set here"
+	// +kubebuilder:validation:XValidation:rule="self.all(e, !(e.name in ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN']))",message="env: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN come from destination.credentialsSecretRef and cannot be set here"
 	// +optional
 	Env []corev1.EnvVar `json:"env,omitempty"`
 
@@ -153,9 +171,11 @@ type PodDisruptionBudgetSpec struct {
 	Enabled *bool `json:"enabled,omitempty"`
 
 	// maxUnavailable is how many worker pods a voluntary disruption (a
-	// node drain) may take down at once: a number or a percentage.
+	// node drain) may take down at once: a number of pods (0 or more) or a
+	// percentage of them (0% to 100%, e.g. 50%).
 	// +kubebuilder:default=1
 	// +kubebuilder:validation:XIntOrString
+	// +kubebuilder:validation:XValidation:rule="type(self) == int ? self >= 0 : self.matches('^(100|[1-9]?[0-9])%$')",message="podDisruptionBudget.maxUnavailable must be a number of pods (0 or more) or a percentage from 0% to 100%, such as 50%"
 	// +optional
 	MaxUnavailable *intstr.IntOrString `json:"maxUnavailable,omitempty"`
 }
@@ -165,7 +185,8 @@ type PodDisruptionBudgetSpec struct {
 type TLSSpec struct {
 	// secretRef names the Secret. For NATS it may hold ca.crt (the CA that
 	// signed the server's certificate) and tls.crt with tls.key (a client
-	// certificate); for S3, ca.crt.
+	// certificate); for S3, ca.crt. Its name must not be empty.
+	// +kubebuilder:validation:XValidation:rule="has(self.name) && self.name != ''",message="tls.secretRef.name must name a Secret"
 	SecretRef corev1.LocalObjectReference `json:"secretRef"`
 }
 
@@ -182,16 +203,32 @@ const (
 )
 
 // SourceSpec is where events are read from.
+//
+// Subjects are matched token by token, as NATS does: `*` matches any one
+// token and `>` one or more trailing tokens. Two filterSubjects overlap
+// when some subject matches both; JetStream refuses such a consumer (error
+// 10138), so the API server refuses the sink.
+//
+// +kubebuilder:validation:XValidation:rule="self.url.matches('^(nats|tls|ws|wss)://[^[:space:]]+$')",message="source.url must be nats://, tls://, ws:// or wss:// URLs, comma-separated, without spaces",fieldPath=".url"
+// +kubebuilder:validation:XValidation:rule="!self.url.contains('@')",message="source.url must not carry credentials (user:password@host): put them in the Secret named by source.credentialsSecretRef",fieldPath=".url"
+// +kubebuilder:validation:XValidation:rule="self.url == oldSelf.url",message="source.url is immutable: the consumer and its position live on that server; create a new sink",fieldPath=".url"
+// +kubebuilder:validation:XValidation:rule="has(self.consumer) == has(oldSelf.consumer)",message="source.consumer is immutable: a new consumer would replay the whole stream; create a new sink",fieldPath=".consumer"
+// +kubebuilder:validation:XValidation:rule="!has(self.deadLetterSubject) || !has(self.filterSubjects) || [self.deadLetterSubject.split('.')].all(d, self.filterSubjects.map(f, f.split('.')).all(x, !((x.size() == d.size() || (x.size() < d.size() && x[x.size() - 1] == '>')) && x.all(i, t, i >= d.size() || t == d[i] || t == '*' || t == '>'))))",message="source.deadLetterSubject must not match any of source.filterSubjects: the sink would read its own dead letters back",fieldPath=".deadLetterSubject"
 type SourceSpec struct {
 	// url of the NATS server(s), comma-separated, e.g. nats://nats.nats:4222.
+	// It must not carry credentials (user:password@): they go in the Secret
+	// named by credentialsSecretRef. Cannot be changed: the consumer and its
+	// position live on that server.
 	// +kubebuilder:validation:MinLength=1
-	// +kubebuilder:validation:Pattern=`^(nats|tls|ws|wss)://[^\s]+$`
+	// +kubebuilder:validation:MaxLength=2048
 	URL string `json:"url"`
 
-	// stream is the JetStream stream to read.
+	// stream is the JetStream stream to read. Cannot be changed: the
+	// consumer belongs to the stream.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=255
 	// +kubebuilder:validation:Pattern=`^[^.*>\s/\\]+$`
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="source.stream is immutable: the consumer belongs to the stream; create a new sink"
 	Stream string `json:"stream"`
 
 	// consumer is the durable pull consumer the operator creates and keeps
@@ -204,6 +241,7 @@ type SourceSpec struct {
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=255
 	// +kubebuilder:validation:Pattern=`^[^.*>\s/\\]+$`
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="source.consumer is immutable: a new consumer would replay the whole stream; create a new sink"
 	// +optional
 	Consumer string `json:"consumer,omitempty"`
 
@@ -215,9 +253,18 @@ type SourceSpec struct {
 	ConsumerDeletionPolicy ConsumerDeletionPolicy `json:"consumerDeletionPolicy,omitempty"`
 
 	// filterSubjects restricts the consumer to these subjects of the stream.
-	// Empty means every subject.
-	// +kubebuilder:validation:MaxItems=64
+	// Empty means every subject. Each is a NATS subject: dot-separated
+	// tokens, none empty, no whitespace; `*` (one token) and `>` (the rest,
+	// last only) are whole tokens. No two may overlap (match a common
+	// subject), e.g. events.> and events.a, or events.*.x and events.a.*.
+	// +kubebuilder:validation:MaxItems=32
 	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=255
+	// +kubebuilder:validation:XValidation:rule="self.all(s, !s.matches('[[:space:]]'))",message="source.filterSubjects must not contain whitespace"
+	// +kubebuilder:validation:XValidation:rule="self.all(s, !s.startsWith('.') && !s.endsWith('.') && !s.contains('..'))",message="source.filterSubjects must not have empty tokens (a leading, trailing or double dot)"
+	// +kubebuilder:validation:XValidation:rule="self.all(s, !s.matches('>.|[^.]>'))",message="source.filterSubjects: > must be a whole token and the last one, e.g. events.>"
+	// +kubebuilder:validation:XValidation:rule="self.all(s, !s.matches('[^.][*]|[*][^.]'))",message="source.filterSubjects: * must be a whole token, e.g. events.*.created"
+	// +kubebuilder:validation:XValidation:rule="self.map(s, s.split('.')).all(x, self.map(s, s.split('.')).all(y, x == y || !((x.size() == y.size() || (x.size() < y.size() && x[x.size() - 1] == '>') || (y.size() < x.size() && y[y.size() - 1] == '>')) && x.all(i, t, i >= y.size() || t == y[i] || t == '*' || t == '>' || y[i] == '*' || y[i] == '>'))))",message="source.filterSubjects must not overlap: no subject may match two of them (JetStream refuses such a consumer)"
 	// +listType=set
 	// +optional
 	FilterSubjects []string `json:"filterSubjects,omitempty"`
@@ -228,6 +275,7 @@ type SourceSpec struct {
 	// +kubebuilder:default="2m"
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="source.ackWait must be greater than zero"
 	// +optional
 	AckWait *metav1.Duration `json:"ackWait,omitempty"`
 
@@ -253,13 +301,18 @@ type SourceSpec struct {
 	// deadLetterSubject receives poison events (undecodable, or missing
 	// app_id, event or timestamp) with headers saying why, before they are
 	// terminated. Empty means poison events are terminated and counted only.
+	// It must not match any of filterSubjects, or the sink would read its
+	// own dead letters back.
+	// +kubebuilder:validation:MaxLength=255
 	// +kubebuilder:validation:Pattern=`^[^\s*>]+$`
+	// +kubebuilder:validation:XValidation:rule="!self.startsWith('.') && !self.endsWith('.') && !self.contains('..')",message="source.deadLetterSubject must not have empty tokens (a leading, trailing or double dot)"
 	// +optional
 	DeadLetterSubject string `json:"deadLetterSubject,omitempty"`
 
 	// credentialsSecretRef names a Secret in the sink's namespace holding
 	// NATS credentials under any of the keys user, password, token, nkey
 	// (a seed) or creds (a .creds file's contents).
+	// +kubebuilder:validation:XValidation:rule="has(self.name) && self.name != ''",message="source.credentialsSecretRef.name must name a Secret"
 	// +optional
 	CredentialsSecretRef *corev1.LocalObjectReference `json:"credentialsSecretRef,omitempty"`
 
@@ -271,15 +324,23 @@ type SourceSpec struct {
 
 // DestinationSpec is where Parquet files are written.
 type DestinationSpec struct {
-	// bucket is the S3 bucket name.
+	// bucket is the S3 bucket name: 3 to 63 lowercase letters, digits, dots
+	// and hyphens, starting and ending with a letter or digit, without two
+	// dots in a row, and not an IP address.
 	// +kubebuilder:validation:MinLength=3
 	// +kubebuilder:validation:MaxLength=63
 	// +kubebuilder:validation:Pattern=`^[a-z0-9][a-z0-9.-]*[a-z0-9]$`
+	// +kubebuilder:validation:XValidation:rule="!self.contains('..')",message="destination.bucket must not contain two dots in a row"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^[0-9]+[.][0-9]+[.][0-9]+[.][0-9]+$')",message="destination.bucket must not be an IP address"
 	Bucket string `json:"bucket"`
 
 	// prefix starts every object key, e.g. events/. Keys continue with
-	// app_id=<app>/date=YYYY-MM-DD/hour=HH/.
+	// app_id=<app>/date=YYYY-MM-DD/hour=HH/. Empty, or segments ending in /,
+	// with no leading / and no empty segment (//).
 	// +kubebuilder:validation:MaxLength=512
+	// +kubebuilder:validation:XValidation:rule="!self.startsWith('/')",message="destination.prefix must not start with /: object keys are relative to the bucket"
+	// +kubebuilder:validation:XValidation:rule="self == '' || self.endsWith('/')",message="destination.prefix must end with /, e.g. events/"
+	// +kubebuilder:validation:XValidation:rule="!self.contains('//')",message="destination.prefix must not contain an empty segment (//)"
 	// +optional
 	Prefix string `json:"prefix,omitempty"`
 
@@ -303,6 +364,7 @@ type DestinationSpec struct {
 	// keys AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and optionally
 	// AWS_SESSION_TOKEN. Without it the workers use the pod's identity
 	// (IAM Roles for Service Accounts, instance role).
+	// +kubebuilder:validation:XValidation:rule="has(self.name) && self.name != ''",message="destination.credentialsSecretRef.name must name a Secret"
 	// +optional
 	CredentialsSecretRef *corev1.LocalObjectReference `json:"credentialsSecretRef,omitempty"`
 
@@ -314,6 +376,8 @@ type DestinationSpec struct {
 
 // BatchSpec bounds a partition's batch: it is written as one Parquet file
 // when any limit is reached.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.maxBytes) || !has(self.maxBufferedBytes) || quantity(string(self.maxBufferedBytes)).compareTo(quantity(string(self.maxBytes))) >= 0",message="batch.maxBufferedBytes must be at least batch.maxBytes: one batch must fit in the buffer",fieldPath=".maxBufferedBytes"
 type BatchSpec struct {
 	// maxEvents per file.
 	// +kubebuilder:default=10000
@@ -324,7 +388,7 @@ type BatchSpec struct {
 
 	// maxBytes of event data per file, as a quantity (64Mi).
 	// +kubebuilder:default="64Mi"
-	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).isGreaterThan(quantity('0'))",message="maxBytes must be greater than zero"
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).isGreaterThan(quantity('0'))",message="batch.maxBytes must be greater than zero"
 	// +optional
 	MaxBytes *resource.Quantity `json:"maxBytes,omitempty"`
 
@@ -335,13 +399,15 @@ type BatchSpec struct {
 	// +kubebuilder:default="60s"
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="batch.maxAge must be greater than zero"
 	// +optional
 	MaxAge *metav1.Duration `json:"maxAge,omitempty"`
 
 	// maxBufferedBytes caps the event data one worker pod holds across all
 	// open batches; above it the largest batches are written first, so
-	// memory stays bounded under any backlog.
+	// memory stays bounded under any backlog. At least maxBytes.
 	// +kubebuilder:default="256Mi"
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).isGreaterThan(quantity('0'))",message="batch.maxBufferedBytes must be greater than zero"
 	// +optional
 	MaxBufferedBytes *resource.Quantity `json:"maxBufferedBytes,omitempty"`
 }
@@ -432,6 +498,12 @@ type ConsumerStatus struct {
 // files: a Deployment of workers that ACK each event only once the file
 // holding it is written.
 //
+// Its name is also the name of the workers' Deployment and, with -metrics
+// appended, of their Service, so it must be a DNS-1035 label (lowercase
+// letters, digits and -, starting with a letter) of at most 55 characters.
+//
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 55",message="metadata.name must be at most 55 characters: the sink's metrics Service is named <name>-metrics"
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name must be a DNS-1035 label (lowercase letters, digits and -, starting with a letter, no dots): it names the sink's Service"
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:subresource:scale:specpath=.spec.replicas,statuspath=.status.replicas,selectorpath=.status.selector
