@@ -48,11 +48,17 @@ func checkDestination(ctx context.Context, cfg config.Config, secret *corev1.Sec
 		return nil
 	}
 	accessKey := string(secret.Data["AWS_ACCESS_KEY_ID"])
+	tlsConfig, err := cfg.S3TLSConfig()
+	if err != nil {
+		return stalled(jetsinkv1.ReasonInvalidSpec, "destination.tls.secretRef: %v", err)
+	}
 	httpClient := awshttp.NewBuildableClient().
 		WithDialerOptions(func(d *net.Dialer) { d.Timeout = destinationTimeout }).
 		WithTransportOptions(func(t *http.Transport) {
 			t.TLSHandshakeTimeout = destinationTimeout
-			// TODO(s3-tls): t.TLSClientConfig = cfg.S3TLSConfig() once sinkworker/config has it.
+			if tlsConfig != nil {
+				t.TLSClientConfig = tlsConfig
+			}
 		})
 	client := s3.New(s3.Options{
 		Region:       cfg.Region,
@@ -68,7 +74,7 @@ func checkDestination(ctx context.Context, cfg config.Config, secret *corev1.Sec
 
 	key := cfg.Prefix + accessCheckKey
 	d := denial{cfg: cfg, secret: secret.Name, accessKey: accessKey, key: key}
-	_, err := client.PutObject(ctx, &s3.PutObjectInput{
+	_, err = client.PutObject(ctx, &s3.PutObjectInput{
 		Bucket:        aws.String(cfg.Bucket),
 		Key:           aws.String(key),
 		Body:          bytes.NewReader(accessCheckBody),

@@ -258,36 +258,15 @@ func (r *WarehouseSinkReconciler) sinkExists(ctx context.Context) func(owner) bo
 func (r *WarehouseSinkReconciler) credentials(ctx context.Context, sink *jetsinkv1.WarehouseSink) (workload.Credentials, config.Config, error) {
 	cfg := workload.WorkerConfig(sink)
 	var creds workload.Credentials
-	refs := []struct {
-		ref   *corev1.LocalObjectReference
-		field string
-		keys  []config.SecretEnv
-		into  **corev1.Secret
-	}{
-		{sink.Spec.Source.CredentialsSecretRef, "source.credentialsSecretRef", config.NATSSecretEnv, &creds.NATS},
-		// WIP-H2 {tlsRef(sink.Spec.Source.TLS), "source.tls.secretRef", config.NATSTLSSecretEnv, &creds.NATSTLS},
-		{sink.Spec.Destination.CredentialsSecretRef, "destination.credentialsSecretRef", config.S3SecretEnv, &creds.S3},
-		// WIP-H2 {tlsRef(sink.Spec.Destination.TLS), "destination.tls.secretRef", config.S3TLSSecretEnv, &creds.S3TLS},
-	}
-	for _, ref := range refs {
-		if ref.ref == nil {
-			continue
-		}
-		s, err := r.secret(ctx, sink, ref.ref.Name, ref.field, ref.keys)
+	for _, u := range workload.SecretUses(sink) {
+		s, err := r.secret(ctx, sink, u.Ref.Name, u.Field, u.Vars)
 		if err != nil {
 			return creds, cfg, err
 		}
-		*ref.into = s
-		cfg.FromSecret(ref.keys, s.Data)
+		creds.Set(u, s)
+		cfg.FromSecret(u.Vars, s.Data)
 	}
 	return creds, cfg, nil
-}
-
-func tlsRef(t *jetsinkv1.TLSSpec) *corev1.LocalObjectReference {
-	if t == nil {
-		return nil
-	}
-	return &t.SecretRef
 }
 
 // secret gets a Secret the sink names and checks it has every required key.

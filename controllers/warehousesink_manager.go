@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	jetsinkv1 "github.com/jetsink/jetsink/api/v1alpha1"
+	"github.com/jetsink/jetsink/controllers/workload"
 )
 
 // secretRefIndex indexes sinks by the names of the Secrets they reference,
@@ -79,13 +80,8 @@ var ignoreCreate = predicate.Funcs{CreateFunc: func(event.CreateEvent) bool { re
 // secretRefs are the names of the Secrets the sink reads.
 func secretRefs(sink *jetsinkv1.WarehouseSink) []string {
 	var names []string
-	for _, ref := range []*corev1.LocalObjectReference{
-		sink.Spec.Source.CredentialsSecretRef, tlsRef(sink.Spec.Source.TLS),
-		sink.Spec.Destination.CredentialsSecretRef, tlsRef(sink.Spec.Destination.TLS),
-	} {
-		if ref != nil {
-			names = append(names, ref.Name)
-		}
+	for _, u := range workload.SecretUses(sink) {
+		names = append(names, u.Ref.Name)
 	}
 	return names
 }

@@ -24,31 +24,50 @@ const WorkerCommand = "sinkworker"
 const workerUID = 65532
 
 // Credentials are the resolved Secrets of a sink, nil when the sink names
-// none. The controller fetches them; the builder reads only the data of the
-// keys the workers use, to hash it into the pod template.
+// none. The controller fetches them (see SecretUses); the builder reads only
+// the data of the keys the workers use, to hash it into the pod template.
 type Credentials struct {
-	NATS, S3 *corev1.Secret
+	NATS, S3, NATSTLS, S3TLS *corev1.Secret
 }
 
-// secretRead is one Secret the workers read: its name, the variables it
-// fills and, once resolved, the Secret itself.
-type secretRead struct {
-	name   string
-	vars   []config.SecretEnv
-	secret *corev1.Secret
+// SecretUse is one Secret the workers read: the reference, the spec field
+// that holds it (for messages), and the variables its keys fill.
+type SecretUse struct {
+	Ref   *corev1.LocalObjectReference
+	Field string
+	Vars  []config.SecretEnv
+	slot  func(*Credentials) **corev1.Secret
 }
 
-// secretsRead lists the Secrets the sink names, in a fixed order.
-func secretsRead(sink *jetsinkv1.WarehouseSink, creds Credentials) []secretRead {
-	var out []secretRead
-	add := func(ref *corev1.LocalObjectReference, vars []config.SecretEnv, s *corev1.Secret) {
-		if ref != nil {
-			out = append(out, secretRead{ref.Name, vars, s})
+// Set records the resolved Secret for u.
+func (c *Credentials) Set(u SecretUse, s *corev1.Secret) { *u.slot(c) = s }
+
+// SecretUses lists the Secrets the sink names, in a fixed order.
+func SecretUses(sink *jetsinkv1.WarehouseSink) []SecretUse {
+	all := []SecretUse{
+		{sink.Spec.Source.CredentialsSecretRef, "source.credentialsSecretRef", config.NATSSecretEnv,
+			func(c *Credentials) **corev1.Secret { return &c.NATS }},
+		{sink.Spec.Destination.CredentialsSecretRef, "destination.credentialsSecretRef", config.S3SecretEnv,
+			func(c *Credentials) **corev1.Secret { return &c.S3 }},
+		{tlsRef(sink.Spec.Source.TLS), "source.tls.secretRef", config.NATSTLSSecretEnv,
+			func(c *Credentials) **corev1.Secret { return &c.NATSTLS }},
+		{tlsRef(sink.Spec.Destination.TLS), "destination.tls.secretRef", config.S3TLSSecretEnv,
+			func(c *Credentials) **corev1.Secret { return &c.S3TLS }},
+	}
+	var out []SecretUse
+	for _, u := range all {
+		if u.Ref != nil {
+			out = append(out, u)
 		}
 	}
-	add(sink.Spec.Source.CredentialsSecretRef, config.NATSSecretEnv, creds.NATS)
-	add(sink.Spec.Destination.CredentialsSecretRef, config.S3SecretEnv, creds.S3)
 	return out
+}
+
+func tlsRef(t *jetsinkv1.TLSSpec) *corev1.LocalObjectReference {
+	if t == nil {
+		return nil
+	}
+	return &t.SecretRef
 }
 
 // Deployment returns the Deployment running the sink's workers. image is
@@ -70,7 +89,7 @@ func Deployment(sink *jetsinkv1.WarehouseSink, image string, creds Credentials) 
 	for k, v := range spec.PodAnnotations {
 		podAnnotations[k] = v
 	}
-	if h := credentialsHash(secretsRead(sink, creds)); h != "" {
+	if h := credentialsHash(sink, creds); h != "" {
 		podAnnotations[AnnotationCredentialsHash] = h
 	}
 
@@ -175,8 +194,8 @@ func workerEnv(cfg config.Config, sink *jetsinkv1.WarehouseSink, creds Credentia
 	for _, e := range cfg.Environ() {
 		env = append(env, corev1.EnvVar{Name: e.Name, Value: e.Value})
 	}
-	for _, s := range secretsRead(sink, creds) {
-		env = append(env, secretEnv(s.name, s.vars)...)
+	for _, u := range SecretUses(sink) {
+		env = append(env, secretEnv(u.Ref.Name, u.Vars)...)
 	}
 	return env
 }
@@ -213,17 +232,19 @@ func secretEnv(secret string, vars []config.SecretEnv) []corev1.EnvVar {
 
 // credentialsHash hashes the data of exactly the keys the workers read
 // (with the Secrets' names), empty when the sink reads no Secret.
-func credentialsHash(reads []secretRead) string {
-	if len(reads) == 0 {
+func credentialsHash(sink *jetsinkv1.WarehouseSink, creds Credentials) string {
+	uses := SecretUses(sink)
+	if len(uses) == 0 {
 		return ""
 	}
 	h := sha256.New()
-	for _, r := range reads {
-		fmt.Fprintf(h, "%s\x00", r.name)
-		for _, v := range r.vars {
+	for _, u := range uses {
+		fmt.Fprintf(h, "%s\x00", u.Ref.Name)
+		secret := *u.slot(&creds)
+		for _, v := range u.Vars {
 			var data []byte
-			if r.secret != nil {
-				data = r.secret.Data[v.Key]
+			if secret != nil {
+				data = secret.Data[v.Key]
 			}
 			fmt.Fprintf(h, "%s\x00%d\x00", v.Key, len(data))
 			h.Write(data)

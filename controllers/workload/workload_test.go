@@ -1,6 +1,7 @@
 package workload
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -226,6 +227,30 @@ func TestDeployment(t *testing.T) {
 			}
 			if e := pod.Containers[0].Env[0]; e.Name != "HTTPS_PROXY" {
 				t.Errorf("first env %v, want the sink's extra env first (the operator's own come after and win)", e)
+			}
+		},
+	}, {
+		name: "TLS material reaches the workers from the Secrets, never copied into the pod spec",
+		edit: func(s *jetsinkv1.WarehouseSink) {
+			s.Spec.Source.TLS = &jetsinkv1.TLSSpec{SecretRef: corev1.LocalObjectReference{Name: "nats-tls"}}
+			s.Spec.Destination.TLS = &jetsinkv1.TLSSpec{SecretRef: corev1.LocalObjectReference{Name: "s3-ca"}}
+		},
+		check: func(t *testing.T, s *jetsinkv1.WarehouseSink) {
+			from := map[string]string{}
+			for _, e := range Deployment(s, "img", Credentials{}).Spec.Template.Spec.Containers[0].Env {
+				if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+					from[e.Name] = e.ValueFrom.SecretKeyRef.Name + "/" + e.ValueFrom.SecretKeyRef.Key
+				} else if strings.Contains(e.Name, "TLS") {
+					t.Errorf("%s rendered as a value", e.Name)
+				}
+			}
+			for env, want := range map[string]string{
+				"JETSINK_NATS_TLS_CA": "nats-tls/ca.crt", "JETSINK_NATS_TLS_CERT": "nats-tls/tls.crt",
+				"JETSINK_NATS_TLS_KEY": "nats-tls/tls.key", "JETSINK_S3_TLS_CA": "s3-ca/ca.crt",
+			} {
+				if from[env] != want {
+					t.Errorf("%s from %q, want %q", env, from[env], want)
+				}
 			}
 		},
 	}, {

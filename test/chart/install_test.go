@@ -135,11 +135,31 @@ func TestInstallOnACluster(t *testing.T) {
 	// loopback (the controller checks the bucket with the sink's keys).
 	s3 := s3test.Start(t)
 	s3.CreateBucket(t, "lake")
-	pointAtTestServers := func(t *testing.T, ns, consumer string) {
+	// pointAtTestServers re-creates the sample sink with the test servers'
+	// addresses: source.url is immutable, so this is what a user does too.
+	pointAtTestServers := func(t *testing.T, ns string) {
 		t.Helper()
-		kubectl(t, "patch", "sink", "events", "--namespace", ns, "--type=merge", "-p", fmt.Sprintf(
-			`{"spec":{"source":{"url":%q,"consumer":%q},"destination":{"endpoint":%q,"forcePathStyle":true}}}`,
-			nats.ClientURL(), consumer, s3.URL))
+		sample := getSink(t, c, ns, "events")
+		if err := c.Delete(ctx, sample); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "the sample sink is gone", func() error {
+			err := c.Get(ctx, client.ObjectKeyFromObject(sample), &jetsinkv1.WarehouseSink{})
+			if apierrors.IsNotFound(err) {
+				return nil
+			}
+			return fmt.Errorf("still there (%v)", err)
+		})
+		sink := &jetsinkv1.WarehouseSink{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: sample.Name, Labels: sample.Labels},
+			Spec:       sample.Spec,
+		}
+		sink.Spec.Source.URL = nats.ClientURL()
+		sink.Spec.Destination.Endpoint = s3.URL
+		sink.Spec.Destination.ForcePathStyle = true
+		if err := c.Create(ctx, sink); err != nil {
+			t.Fatal(err)
+		}
 		kubectl(t, "patch", "secret", "s3-creds", "--namespace", ns, "--type=merge", "-p", fmt.Sprintf(
 			`{"stringData":{"AWS_ACCESS_KEY_ID":%q,"AWS_SECRET_ACCESS_KEY":%q}}`, s3test.AccessKey, s3test.SecretKey))
 	}
@@ -203,10 +223,10 @@ func TestInstallOnACluster(t *testing.T) {
 	})
 
 	step("manager runs under the chart's ServiceAccount", func(t *testing.T) {
-		pointAtTestServers(t, sinkNS, "warehouse")
+		pointAtTestServers(t, sinkNS)
 		sa := serviceAccountOf(t, c, releaseNS, "jetsink")
 		mgr := runManagerAs(t, cfg, releaseNS, sa, deploymentArgs(t, c, releaseNS, "jetsink"))
-		assertReconciled(t, c, nats, sinkNS, "events", "warehouse")
+		assertReconciled(t, c, nats, sinkNS, "events", "jetsink-"+sinkNS+"-events")
 		assertSecretCacheStripped(t, c, mgr, sinkNS, "s3-creds")
 		assertMetricsAuth(t, c, mgr, releaseNS, "jetsink-metrics-reader")
 		assertLease(t, c, releaseNS, mgr.leaseID)
@@ -283,14 +303,14 @@ func TestInstallOnACluster(t *testing.T) {
 		helm(t, "install", "scoped", chart, "--namespace", ns, "--create-namespace", "--wait=false",
 			"--set", "crds.enabled=false", "--set", "watchNamespaces={"+watched+"}")
 		kubectl(t, "apply", "--namespace", watched, "-k", filepath.Join(root, "config", "samples"))
-		pointAtTestServers(t, watched, "team-a")
+		pointAtTestServers(t, watched)
 
 		sa := serviceAccountOf(t, c, ns, "scoped-jetsink")
 		mgr := runManagerAs(t, cfg, ns, sa, deploymentArgs(t, c, ns, "scoped-jetsink"))
 		if mgr.leaseID != "scoped-jetsink-manager.jetsink.dev" {
 			t.Errorf("release scoped: --leader-election-id=%q, want a Lease of its own", mgr.leaseID)
 		}
-		assertReconciled(t, c, nats, watched, "events", "team-a")
+		assertReconciled(t, c, nats, watched, "events", "jetsink-"+watched+"-events")
 		assertSecretCacheStripped(t, c, mgr, watched, "s3-creds")
 		// Secure metrics work in namespaced mode too: the reviews are the
 		// one cluster-wide grant.
@@ -604,7 +624,7 @@ func assertReconciled(t *testing.T, c client.Client, nats *natstest.Server, ns, 
 		return nil
 	})
 	for _, cond := range sink.Status.Conditions {
-		if cond.Type == jetsinkv1.ConditionDegraded && cond.Status == metav1.ConditionTrue ||
+		if cond.Type == jetsinkv1.ConditionStalled && cond.Status == metav1.ConditionTrue ||
 			strings.Contains(strings.ToLower(cond.Message), "forbidden") {
 			t.Errorf("condition %s=%s %s: %s", cond.Type, cond.Status, cond.Reason, cond.Message)
 		}
