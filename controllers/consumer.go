@@ -9,9 +9,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
 
 	jetsinkv1 "github.com/jetsink/jetsink/api/v1alpha1"
 	"github.com/jetsink/jetsink/sinkworker/config"
@@ -56,28 +56,44 @@ func ownerIn(md map[string]string) (o owner, ok bool) {
 
 // consumers talks to the sink's JetStream server: it makes the durable
 // consumer match the spec, reads its counters and deletes it on request.
-// Each call opens its own short connection with the sink's credentials, so
-// sinks on different servers or accounts never share one.
-type consumers struct{}
+// Calls share the pool's connections, one per server and credentials, so
+// sinks on different servers or accounts never share one, and a server
+// that just failed to answer is not dialled again by every reconcile.
+type consumers struct {
+	// pool holds the connections; nil is the package's defaultNATSPool,
+	// which a zero reconciler and its lag refresher then share.
+	pool *natsPool
+}
 
-// withJetStream connects with cfg's URL and credentials and runs fn. A
-// failure to connect is a problem that may pass by itself.
-func (consumers) withJetStream(ctx context.Context, cfg config.Config, fn func(jetstream.JetStream) error) error {
-	opts, err := cfg.NATSOptions("jetsink-operator")
-	if err != nil {
-		return stalled(jetsinkv1.ReasonSecretKeyMissing, "source.credentialsSecretRef: %v", err)
+// pooled is the pool the calls use.
+func (c consumers) pooled() *natsPool {
+	if c.pool == nil {
+		return defaultNATSPool
 	}
-	opts = append(opts, nats.NoReconnect(), nats.Timeout(natsConnectTimeout))
-	nc, err := nats.Connect(cfg.NATSURL, opts...)
-	if err != nil {
-		return retrying(jetsinkv1.ReasonNATSUnreachable, "cannot connect to NATS at %s (source.url): %v", redactURL(cfg.NATSURL), err)
+	return c.pool
+}
+
+// withJetStream runs fn on the pool's connection for cfg's URL and
+// credentials. A failure to connect is a problem that may pass by itself;
+// its message stays the same from one retry to the next (the Event and the
+// conditions change only when the problem does), while the error logged
+// says when the server is tried next.
+func (c consumers) withJetStream(ctx context.Context, cfg config.Config, fn func(jetstream.JetStream) error) error {
+	err := c.pooled().do(ctx, cfg, fn)
+	var (
+		cfgErr  *natsConfigError
+		connErr *natsConnectError
+	)
+	switch {
+	case errors.As(err, &cfgErr):
+		return stalled(jetsinkv1.ReasonSecretKeyMissing, "source.credentialsSecretRef: %v", cfgErr.err)
+	case errors.As(err, &connErr):
+		ctrl.LoggerFrom(ctx).V(1).Info("NATS unreachable", "error", connErr.Error())
+		return retrying(jetsinkv1.ReasonNATSUnreachable,
+			"cannot connect to NATS at %s (source.url): %v (retried with backoff, at most a minute apart)",
+			redactURL(cfg.NATSURL), connErr.err)
 	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
-	return fn(js)
+	return err
 }
 
 // ensured is what ensure found and did.
