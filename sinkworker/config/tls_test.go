@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetsink/jetsink/internal/testutil/natstest"
+	"github.com/jetsink/jetsink/internal/testutil/tlstest"
 	"github.com/jetsink/jetsink/sinkworker/config"
 )
 
@@ -26,7 +27,7 @@ func valid() config.Config {
 // user has to fix, and no message quotes the PEM (a private key must not
 // reach a log, an Event or a status condition).
 func TestValidateRefusesUnusableTLS(t *testing.T) {
-	p, other := natstest.NewPKI(t), natstest.NewPKI(t)
+	p, other := tlstest.NewPKI(t), tlstest.NewPKI(t)
 	ca, cert, key := string(p.CAPEM), string(p.ClientCertPEM), string(p.ClientKeyPEM)
 	truncated := ca[:len(ca)/2] + "\n-----END CERTIFICATE-----\n"
 	for _, tc := range []struct {
@@ -107,7 +108,7 @@ func pemBody(s string) string {
 // Environ never renders it, Load reads it, FromSecret (what the operator
 // uses to connect) maps the Secret's keys to the same fields.
 func TestTLSMaterialComesFromTheSecret(t *testing.T) {
-	p := natstest.NewPKI(t)
+	p := tlstest.NewPKI(t)
 	c := valid()
 	c.NATSTLSCA, c.NATSTLSCert, c.NATSTLSKey, c.S3TLSCA = string(p.CAPEM), string(p.ClientCertPEM), string(p.ClientKeyPEM), string(p.CAPEM)
 	env := map[string]string{}
@@ -158,7 +159,7 @@ func TestS3TLSConfig(t *testing.T) {
 	if tc, err := c.S3TLSConfig(); tc != nil || err != nil {
 		t.Fatalf("without a CA: %v, %v; want nil, nil", tc, err)
 	}
-	p, other := natstest.NewPKI(t), natstest.NewPKI(t)
+	p, other := tlstest.NewPKI(t), tlstest.NewPKI(t)
 	c.S3TLSCA = string(p.CAPEM)
 	tc, err := c.S3TLSConfig()
 	if err != nil || tc == nil {
@@ -199,7 +200,7 @@ func pemDER(t *testing.T, b []byte) []byte {
 func TestNATSOptionsTLS(t *testing.T) {
 	s := natstest.StartTLS(t, natstest.TLSOptions{VerifyClients: true})
 	s.CreateStream(t, "EVENTS", "events.>")
-	other := natstest.NewPKI(t)
+	other := tlstest.NewPKI(t)
 	tlsURL := s.ClientURL()
 	natsURL := strings.Replace(tlsURL, "tls://", "nats://", 1)
 	secret := map[string][]byte{"ca.crt": s.PKI.CAPEM, "tls.crt": s.PKI.ClientCertPEM, "tls.key": s.PKI.ClientKeyPEM}

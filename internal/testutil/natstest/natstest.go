@@ -10,6 +10,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetsink/jetsink/internal/testutil/tlstest"
 )
 
 // Server is a running JetStream server.
@@ -17,7 +19,7 @@ type Server struct {
 	*server.Server
 	// PKI is the CA and certificates of a server started by StartTLS;
 	// nil for a plain one.
-	PKI *PKI
+	PKI *tlstest.PKI
 }
 
 // Start runs a JetStream server until the test ends.
