@@ -56,10 +56,3 @@ const (
 	ReasonBucketNotFound           = "BucketNotFound"
 	ReasonProgressDeadlineExceeded = "ProgressDeadlineExceeded"
 )
-
-// TODO(#11): the old condition types, removed once the controller sets the
-// kstatus ones.
-const (
-	ConditionProgressing = "Progressing"
-	ConditionDegraded    = "Degraded"
-)
