@@ -85,6 +85,7 @@ func runSuite(m *testing.M) int {
 	cfg, err := env.Start()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "start envtest:", err)
+		_ = env.Stop() // a CRD the API server refuses fails Start after etcd and kube-apiserver run
 		return 1
 	}
 	defer env.Stop()

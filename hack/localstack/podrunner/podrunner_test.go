@@ -45,11 +45,13 @@ func TestRunnerKeepsTheKubeletContract(t *testing.T) {
 		CRDDirectoryPaths:     []string{filepath.Join(root, "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
 	}
+	// Stop also after a failed Start: a refused CRD fails it with etcd and
+	// kube-apiserver already running.
+	t.Cleanup(func() { _ = env.Stop() })
 	cfg, err := env.Start()
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = env.Stop() })
 	c, err := client.New(cfg, client.Options{Scheme: stack.Scheme()})
 	if err != nil {
 		t.Fatal(err)

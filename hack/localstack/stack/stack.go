@@ -207,6 +207,7 @@ func (s *Stack) startAPIServer() error {
 	s.env.ControlPlaneStartTimeout = time.Minute
 	cfg, err := s.env.Start()
 	if err != nil {
+		_ = s.env.Stop() // a refused CRD fails Start with the servers running
 		s.env = nil
 		return fmt.Errorf("localstack: start the API server: %w", err)
 	}
