@@ -74,7 +74,7 @@ func TestSmoke(t *testing.T) {
 
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 	last := lines[len(lines)-1]
-	m := regexp.MustCompile(`^bench: sink=(\d+) ceiling=(\d+) ratio=(\d+\.\d\d) rss_mib=(\d+) cap_mib=(\d+) sinks_converge_s=(\d+\.\d)$`).FindStringSubmatch(last)
+	m := regexp.MustCompile(`^bench: sink=(\d+) ceiling=(\d+) ratio=(\d+\.\d\d) rss_mib=(\d+) cap_mib=(\d+) sinks_converge_s=(\d+\.\d) quiet_writes_per_min=(\d+\.\d)$`).FindStringSubmatch(last)
 	if m == nil {
 		t.Fatalf("last line does not parse: %q", last)
 	}

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -20,7 +21,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -33,9 +36,13 @@ import (
 
 // The controller benchmark: the envtest API server (kube-apiserver + etcd
 // built by hack/tools), bin/manager as its own process with its default
-// flags, and n WarehouseSinks on the bench's JetStream server. It times
-// how long until every sink has its Deployment and a written status, takes
-// the manager's peak RSS, and counts reconciles over a quiet window after.
+// flags (but plain-HTTP metrics, which the bench scrapes), and n
+// WarehouseSinks on the bench's JetStream server. It times how long until
+// every sink has its Deployment and a written status, takes the manager's
+// peak RSS, and over a quiet window after (nothing published, nothing
+// edited) counts reconciles and sink writes: a watch sees every write of
+// any writer, the manager's jetsink_lag_status_writes_total the lag
+// refresher's. A converged fleet whose lag does not move should see none.
 
 type controllerResult struct {
 	sinks       int
@@ -43,6 +50,8 @@ type controllerResult struct {
 	reconciles  float64 // until convergence
 	quiet       time.Duration
 	quietRecons float64 // during the quiet window after convergence
+	quietWrites float64 // sink writes seen by a watch during the quiet window
+	quietLag    float64 // of which the lag refresher's (its counter)
 	rssMiB      float64
 	errors      float64 // reconcile errors until the end
 	unconverged string  // set when the sinks did not all converge in time
@@ -113,7 +122,9 @@ func (s *stack) benchController(ctx context.Context, root, binDir, manager strin
 		return nil, err
 	}
 	defer logf.Close()
-	cmd := exec.Command(manager, "--metrics-bind-address", metricsAddr,
+	// The manager serves HTTPS metrics to authorized callers by default;
+	// the bench scrapes them over plain HTTP on loopback.
+	cmd := exec.Command(manager, "--metrics-bind-address", metricsAddr, "--metrics-secure=false",
 		"--health-probe-bind-address", "127.0.0.1:"+strconv.Itoa(freePort()))
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+kcPath)
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -180,6 +191,10 @@ func (s *stack) benchController(ctx context.Context, root, binDir, manager strin
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+	writes, err := watchWrites(ctx, cfg, scheme, ns)
+	if err != nil {
+		return nil, err
+	}
 	before, err := scrapeReconciles(metricsAddr)
 	if err != nil {
 		return nil, err
@@ -190,7 +205,9 @@ func (s *stack) benchController(ctx context.Context, root, binDir, manager strin
 	if err != nil {
 		return nil, err
 	}
+	res.quietWrites = float64(writes())
 	res.quietRecons = after.total - before.total
+	res.quietLag = after.lagWrites - before.lagWrites
 	res.errors = after.errors
 	st, err := readProc(cmd.Process.Pid)
 	if err != nil {
@@ -240,10 +257,47 @@ func converged(ctx context.Context, k8s client.Client, ns string) (deps, statuse
 	return deps, statuses, nil
 }
 
-type reconcileCount struct{ total, errors float64 }
+// watchWrites counts the writes to the namespace's sinks from now on, by
+// any writer, until ctx ends; the returned func reads the count so far.
+func watchWrites(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, ns string) (func() int64, error) {
+	wc, err := client.NewWithWatch(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return nil, err
+	}
+	var list jetsinkv1.WarehouseSinkList
+	if err := wc.List(ctx, &list, client.InNamespace(ns)); err != nil {
+		return nil, err
+	}
+	w, err := wc.Watch(ctx, &jetsinkv1.WarehouseSinkList{}, client.InNamespace(ns),
+		&client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: list.ResourceVersion}})
+	if err != nil {
+		return nil, err
+	}
+	var n atomic.Int64
+	go func() {
+		defer w.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case ev, ok := <-w.ResultChan():
+				if !ok {
+					return
+				}
+				if ev.Type == watch.Modified {
+					n.Add(1)
+				}
+			}
+		}
+	}()
+	return n.Load, nil
+}
+
+type reconcileCount struct{ total, errors, lagWrites float64 }
 
 // scrapeReconciles sums controller_runtime_reconcile_total of the
-// warehousesink controller over its results.
+// warehousesink controller over its results, and reads the lag
+// refresher's status writes.
 func scrapeReconciles(addr string) (reconcileCount, error) {
 	var c reconcileCount
 	resp, err := http.Get("http://" + addr + "/metrics")
@@ -258,6 +312,10 @@ func scrapeReconciles(addr string) (reconcileCount, error) {
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
+		if v, ok := strings.CutPrefix(line, "jetsink_lag_status_writes_total "); ok {
+			c.lagWrites, _ = strconv.ParseFloat(strings.TrimSpace(v), 64)
+			continue
+		}
 		if !strings.HasPrefix(line, "controller_runtime_reconcile_total{") || !strings.Contains(line, `controller="warehousesink"`) {
 			continue
 		}

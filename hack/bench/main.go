@@ -23,7 +23,7 @@
 //
 // It prints a table and, last, one line for scripts:
 //
-//	bench: sink=<events/s> ceiling=<msg/s> ratio=<r> rss_mib=<peak> cap_mib=<cap> sinks_converge_s=<s>
+//	bench: sink=<events/s> ceiling=<msg/s> ratio=<r> rss_mib=<peak> cap_mib=<cap> sinks_converge_s=<s> quiet_writes_per_min=<w>
 package main
 
 import (
@@ -52,7 +52,7 @@ func main() {
 	flag.IntVar(&o.perDay, "per-day", 0, "Events per day of generated timestamps (0: -events, so the throughput set spans one day).")
 	flag.Uint64Var(&o.seed, "seed", 1, "Seed of the event generator.")
 	flag.IntVar(&o.sinks, "sinks", 1000, "WarehouseSinks created for the controller benchmark (0 skips it).")
-	flag.DurationVar(&o.quiet, "quiet", 30*time.Second, "Window after convergence over which reconciles are counted.")
+	flag.DurationVar(&o.quiet, "quiet", time.Minute, "Window after convergence over which reconciles and sink writes are counted (two lag refreshes at the manager's default 30 s).")
 	flag.DurationVar(&o.maxAge, "max-age", 0, "Override batch.maxAge of every sink run (0 keeps the worker's default).")
 	flag.BoolVar(&o.controllerOnly, "controller-only", false, "Run only the references and the controller benchmark.")
 	flag.BoolVar(&o.scaling, "scaling", true, "Run the scaling runs (workersPerReplica 1 and 2, and 2 processes).")

@@ -239,7 +239,7 @@ func natsBench(ctx context.Context, bin, url string, total uint64) (float64, err
 }
 
 func (r *report) summary() string {
-	var sink, ratio, rss, capMiB, conv float64
+	var sink, ratio, rss, capMiB, conv, writes float64
 	if r.main != nil {
 		sink = r.main.rate
 		if c := r.ceiling(); c > 0 {
@@ -251,9 +251,10 @@ func (r *report) summary() string {
 	}
 	if r.ctrl != nil {
 		conv = r.ctrl.converge.Seconds()
+		writes = r.ctrl.quietWrites / r.ctrl.quiet.Minutes()
 	}
-	return fmt.Sprintf("bench: sink=%.0f ceiling=%.0f ratio=%.2f rss_mib=%.0f cap_mib=%.0f sinks_converge_s=%.1f",
-		sink, r.ceiling(), ratio, rss, capMiB, conv)
+	return fmt.Sprintf("bench: sink=%.0f ceiling=%.0f ratio=%.2f rss_mib=%.0f cap_mib=%.0f sinks_converge_s=%.1f quiet_writes_per_min=%.1f",
+		sink, r.ceiling(), ratio, rss, capMiB, conv, writes)
 }
 
 func (r *report) print(w io.Writer) {
@@ -316,6 +317,8 @@ func (r *report) print(w io.Writer) {
 		row("controller: manager peak RSS", fmt.Sprintf("%.0f", c.rssMiB), "MiB", "target ≤ 200")
 		row("controller: reconciles to converge", f0(c.reconciles), "", fmt.Sprintf("%.2f per sink, %.0f errors", c.reconciles/float64(c.sinks), c.errors))
 		row(fmt.Sprintf("controller: reconciles in %s quiet", c.quiet), f0(c.quietRecons), "", "target 0")
+		row(fmt.Sprintf("controller: sink writes in %s quiet", c.quiet), fmt.Sprintf("%.1f", c.quietWrites/c.quiet.Minutes()), "/min",
+			fmt.Sprintf("%.0f writes (%.0f by the lag refresher); target 0 when no lag moves", c.quietWrites, c.quietLag))
 	}
 	tw.Flush()
 	if p := r.prof; p != nil {
