@@ -13,8 +13,11 @@
 // changes. Its lag (status.consumer) is kept current by the lag refresher
 // instead: once a reconcile has put the consumer in place it hands the sink
 // over, and the refresher reads all followed consumers in one batch per
-// interval and patches only the statuses that moved. A consumer it cannot
-// read goes back to the reconciler, which reports why.
+// interval and patches only the statuses whose lag moved meaningfully. A
+// consumer it cannot read goes back to the reconciler, which reports why;
+// so does every sink every ten intervals, to recheck its destination (a
+// bucket deleted or a policy revoked after convergence is nothing the
+// operator can watch).
 package controllers
 
 import (
@@ -126,8 +129,9 @@ func (r *WarehouseSinkReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	}
 	switch {
 	case p == nil:
-		// No requeue: the lag refresher keeps status.consumer current and
-		// wakes the sink should its consumer become unreadable.
+		// No requeue: the lag refresher keeps status.consumer current, and
+		// wakes the sink should its consumer become unreadable and, now
+		// and then, to recheck the destination.
 		return ctrl.Result{}, nil
 	case fixedByAWatchedChange[p.Reason]:
 		// Only an edit of the sink or of a Secret it names fixes this, and
@@ -196,7 +200,6 @@ func (r *WarehouseSinkReconciler) reconcile(ctx context.Context, sink *jetsinkv1
 			"%s consumer %q on stream %q", got.action, cfg.Consumer, cfg.Stream)
 	}
 	sink.Status.Consumer = consumerStatus(got.info)
-	sink.Status.Consumer.Name = cfg.Consumer
 	// From here on the refresher keeps the lag current, with these
 	// credentials, until the next reconcile says otherwise. Problems past
 	// this point (the Deployment, S3) leave the consumer readable, and its

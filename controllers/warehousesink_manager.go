@@ -27,8 +27,10 @@ import (
 const secretRefIndex = ".spec.secretRefs"
 
 // SetupWithManager registers the controller: sinks (on spec changes), the
-// Deployments, Services and PodDisruptionBudgets they own, the Secrets they reference, and the
-// sinks the lag refresher (run by the manager too) can no longer follow.
+// Deployments, Services and PodDisruptionBudgets they own, the Secrets they
+// reference, and the sinks the lag refresher (run by the manager too) sends
+// back: those it can no longer follow, and each one every ten intervals to
+// recheck its destination.
 func (r *WarehouseSinkReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return r.setupWithManager(mgr, r)
 }

@@ -43,7 +43,7 @@ func main() {
 		return err
 	})
 	flag.StringVar(&namespaces, "namespaces", "", "Comma-separated namespaces to watch; empty watches all.")
-	flag.DurationVar(&statusRefresh, "status-refresh", 30*time.Second, "How often the consumer lag of every healthy sink is re-read into its status, in one batch (one NATS connection per server and credentials, no reconcile); 0 turns the refresh off.")
+	flag.DurationVar(&statusRefresh, "status-refresh", 30*time.Second, "How often the consumer lag of every healthy sink is re-read, in one batch over pooled NATS connections (no reconcile); its status is written only when the lag moved meaningfully or is 5 minutes old, and every 10 intervals each sink is reconciled again to recheck its destination. 0 turns the refresh off.")
 	flag.IntVar(&concurrency, "max-concurrent-reconciles", 4, "How many sinks are reconciled at once.")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
