@@ -243,7 +243,9 @@ func TestSinkBecomesDeploymentServiceConsumerAndStatus(t *testing.T) {
 		return nil
 	})
 
-	// Delivered but not yet ACKed (waiting in a batch) is still lag.
+	// Delivered but not yet ACKed (waiting in a batch) is still lag. A
+	// shift from pending to awaiting ACK alone leaves the lag as it was and
+	// is not worth a status write; 300 more events are.
 	msgs, err := js.Consumer(t.Context(), "EVENTS", consumerName(ns))
 	if err != nil {
 		t.Fatal(err)
@@ -254,10 +256,15 @@ func TestSinkBecomesDeploymentServiceConsumerAndStatus(t *testing.T) {
 	}
 	for range batch.Messages() {
 	}
+	for i := range 300 {
+		if _, err := js.Publish(t.Context(), "events.web", []byte(fmt.Sprintf(`{"n":%d}`, i))); err != nil {
+			t.Fatal(err)
+		}
+	}
 	eventually(t, 10*time.Second, func() error {
 		s, _ := get(t, &jetsinkv1.WarehouseSink{}, ns, "events")
-		if c := s.Status.Consumer; c == nil || c.NumPending != 2 || c.NumAckPending != 3 || c.Lag != 5 {
-			return fmt.Errorf("consumer status = %+v, want 2 pending + 3 awaiting ACK = lag 5", c)
+		if c := s.Status.Consumer; c == nil || c.NumPending != 302 || c.NumAckPending != 3 || c.Lag != 305 {
+			return fmt.Errorf("consumer status = %+v, want 302 pending + 3 awaiting ACK = lag 305", c)
 		}
 		return nil
 	})

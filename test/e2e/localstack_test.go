@@ -119,13 +119,16 @@ func TestLocalstackCommandStopsEverything(t *testing.T) {
 	if b, err := apply.CombinedOutput(); err != nil {
 		t.Fatalf("kubectl apply the demo's sink: %v\n%s", err, b)
 	}
-	eventually(t, 60*time.Second, "the demo's sink Ready on the localstack", func() (bool, string) {
-		get := exec.Command(filepath.Join(root, "bin", "kubectl"), "get", "sinks", "-n", "analytics", "--no-headers")
-		get.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
-		b, _ := get.CombinedOutput()
-		f := strings.Fields(string(b))
-		return len(f) >= 7 && f[4] == "2" && f[6] == "Available", string(b)
-	})
+	// As a user (or a GitOps tool) waits for it.
+	wait := exec.Command(filepath.Join(root, "bin", "kubectl"), "wait", "--for=condition=Ready", "sink/events",
+		"-n", "analytics", "--timeout=60s")
+	wait.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
+	if b, err := wait.CombinedOutput(); err != nil {
+		get := exec.Command(filepath.Join(root, "bin", "kubectl"), "get", "sinks", "-n", "analytics")
+		get.Env = wait.Env
+		state, _ := get.CombinedOutput()
+		t.Fatalf("kubectl wait --for=condition=Ready sink/events: %v\n%s\n%s", err, b, state)
+	}
 
 	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
