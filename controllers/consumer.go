@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
 	"slices"
 	"strings"
@@ -18,9 +19,11 @@ import (
 )
 
 // Consumer metadata naming the sink that owns a consumer. The operator
-// changes or deletes only consumers that carry its sink's namespace and
-// name here; a sink deleted under Retain and created again (a new UID, the
-// same name) resumes its own consumer.
+// changes only consumers that carry its sink's namespace and name here; a
+// sink deleted under Retain and created again (a new UID, the same name)
+// resumes its own consumer and stamps its UID on it. It deletes only a
+// consumer whose UID is the sink's too, so a sink of the same name in
+// another cluster on the same server never loses its consumer.
 const (
 	metaNamespace = "jetsink.dev/namespace"
 	metaName      = "jetsink.dev/name"
@@ -30,6 +33,12 @@ const (
 // natsConnectTimeout bounds a connect, so one tenant's dead server holds a
 // reconcile worker for seconds, not the client's default.
 const natsConnectTimeout = 2 * time.Second
+
+// natsCallTimeout bounds all of one reconcile's JetStream requests (stream
+// info, consumer info, create or update): a server that takes connections
+// but does not answer them (JetStream off, overloaded) holds a reconcile
+// worker for this long at most, not 5 s per request.
+const natsCallTimeout = 4 * time.Second
 
 // owner is the sink a consumer belongs to.
 type owner struct {
@@ -79,7 +88,16 @@ func (c consumers) pooled() *natsPool {
 // conditions change only when the problem does), while the error logged
 // says when the server is tried next.
 func (c consumers) withJetStream(ctx context.Context, cfg config.Config, fn func(jetstream.JetStream) error) error {
-	err := c.pooled().do(ctx, cfg, fn)
+	ctx, cancel := context.WithTimeout(ctx, natsCallTimeout)
+	defer cancel()
+	err := c.pooled().do(ctx, cfg, func(js jetstream.JetStream) error {
+		err := fn(js)
+		if ctx.Err() != nil && !isProblem(err) {
+			return retrying(jetsinkv1.ReasonNATSUnreachable, "NATS at %s (source.url) did not answer within %s: %v",
+				redactURL(cfg.NATSURL), natsCallTimeout, err)
+		}
+		return err
+	})
 	var (
 		cfgErr  *natsConfigError
 		connErr *natsConnectError
@@ -87,6 +105,11 @@ func (c consumers) withJetStream(ctx context.Context, cfg config.Config, fn func
 	switch {
 	case errors.As(err, &cfgErr):
 		return stalled(jetsinkv1.ReasonSecretKeyMissing, "source.credentialsSecretRef: %v", cfgErr.err)
+	case errors.As(err, &connErr) && credentialsRefused(connErr.err):
+		// The server answered and refused: only the Secret can fix it.
+		return stalled(jetsinkv1.ReasonNATSAuthFailed,
+			"NATS at %s (source.url) refused the connection's credentials or TLS material (source.credentialsSecretRef, source.tls.secretRef): %v",
+			redactURL(cfg.NATSURL), connErr.err)
 	case errors.As(err, &connErr):
 		ctrl.LoggerFrom(ctx).V(1).Info("NATS unreachable", "error", connErr.Error())
 		return retrying(jetsinkv1.ReasonNATSUnreachable,
@@ -107,10 +130,12 @@ type ensured struct {
 // ensure makes the sink's consumer exist and match want, as long as it is
 // the sink's own: one created for it, or one whose metadata names it. A
 // consumer made by anyone else is left as it is and reported, unless adopt
-// says to take it over; ownerLives tells whether another sink that owns it
-// still exists, and such a consumer is never taken.
+// says to take it over; one that another live sink owns is never taken.
+// An update changes only the fields the operator manages: where the
+// consumer is in the stream (its deliver and replay policy, its start) is
+// kept, so an adopted consumer resumes from its own position.
 func (c consumers) ensure(ctx context.Context, cfg config.Config, want jetstream.ConsumerConfig, o owner, adopt bool,
-	ownerLives func(owner) bool) (ensured, error) {
+	fleet claims) (ensured, error) {
 	var out ensured
 	want.Metadata = o.metadata()
 	err := c.withJetStream(ctx, cfg, func(js jetstream.JetStream) error {
@@ -133,19 +158,22 @@ func (c consumers) ensure(ctx context.Context, cfg config.Config, want jetstream
 		if err != nil {
 			return consumerProblem(cfg, want, "read", err)
 		}
-		have := cons.CachedInfo()
+		have := cons.CachedInfo().Config
 		action := "Updated"
-		if theirs, named := ownerIn(have.Config.Metadata); !named || theirs.Namespace != o.Namespace || theirs.Name != o.Name {
-			if p := foreignConsumer(cfg, want.Durable, theirs, named, adopt, ownerLives); p != nil {
+		if theirs, named := ownerIn(have.Metadata); !named || theirs.Namespace != o.Namespace || theirs.Name != o.Name {
+			if p := foreignConsumer(cfg, have, want, o, theirs, named, adopt, fleet); p != nil {
 				return p
 			}
 			action = "Adopted"
 		}
-		if !consumerDiffers(have.Config, want) {
-			out = ensured{info: have}
+		if p := unusable(cfg, have); p != nil {
+			return p
+		}
+		if !consumerDiffers(have, want) {
+			out = ensured{info: cons.CachedInfo()}
 			return nil
 		}
-		cons, err = stream.UpdateConsumer(ctx, want)
+		cons, err = stream.UpdateConsumer(ctx, managedFields(have, want))
 		if err != nil {
 			return consumerProblem(cfg, want, "update", err)
 		}
@@ -155,25 +183,83 @@ func (c consumers) ensure(ctx context.Context, cfg config.Config, want jetstream
 	return out, err
 }
 
+// claims is what the rest of the fleet says about a consumer.
+type claims interface {
+	// exists tells whether the sink o names still exists.
+	exists(o owner) bool
+	// others are the sinks other than self that read consumer cfg.Consumer
+	// of cfg.Stream on cfg.NATSURL.
+	others(cfg config.Config, self owner) []owner
+}
+
 // foreignConsumer is the problem of a consumer the sink does not own, or nil
-// when the sink may adopt it.
-func foreignConsumer(cfg config.Config, name string, theirs owner, named, adopt bool, ownerLives func(owner) bool) *problem {
+// when the sink may take it: adopt says so, or it is the sink's own from
+// before consumers carried their owner (an earlier jetsink made it for this
+// destination, and no other sink reads it).
+func foreignConsumer(cfg config.Config, have, want jetstream.ConsumerConfig, self, theirs owner, named, adopt bool, fleet claims) *problem {
 	switch {
-	case named && ownerLives(theirs):
+	case named && fleet.exists(theirs):
 		return stalled(jetsinkv1.ReasonConsumerOwnedElsewhere,
 			"consumer %q on stream %q belongs to sink %s: two sinks cannot share a consumer; give this one another source.consumer",
-			name, cfg.Stream, theirs)
+			want.Durable, cfg.Stream, theirs)
 	case adopt:
 		return nil
 	case named:
 		return stalled(jetsinkv1.ReasonConsumerOwnedElsewhere,
 			"consumer %q on stream %q was made for sink %s, which no longer exists: annotate this sink %s=true to take it over and resume from its position, or give it another source.consumer",
-			name, cfg.Stream, theirs, jetsinkv1.AnnotationAdoptConsumer)
+			want.Durable, cfg.Stream, theirs, jetsinkv1.AnnotationAdoptConsumer)
+	case have.Description == want.Description:
+		others := fleet.others(cfg, self)
+		if len(others) == 0 {
+			return nil // an earlier jetsink's consumer for this sink: take it, its position too
+		}
+		names := make([]string, len(others))
+		for i, o := range others {
+			names[i] = o.String()
+		}
+		return stalled(jetsinkv1.ReasonConsumerOwnedElsewhere,
+			"consumer %q on stream %q is read by this sink and by %s (an earlier jetsink let sinks share it, splitting its events between them): give all but one of them another source.consumer",
+			want.Durable, cfg.Stream, strings.Join(names, ", "))
 	default:
 		return stalled(jetsinkv1.ReasonConsumerOwnedElsewhere,
 			"consumer %q on stream %q was not made by jetsink and is left untouched: give this sink another source.consumer, or annotate it %s=true to take the consumer over (its configuration is then rewritten to match the sink)",
-			name, cfg.Stream, jetsinkv1.AnnotationAdoptConsumer)
+			want.Durable, cfg.Stream, jetsinkv1.AnnotationAdoptConsumer)
 	}
+}
+
+// unusable refuses a consumer the workers cannot read, whatever its owner:
+// NATS cannot turn a push consumer into a pull one, nor change its ACK
+// policy, and the workers pull and ACK each message.
+func unusable(cfg config.Config, have jetstream.ConsumerConfig) *problem {
+	switch {
+	case have.DeliverSubject != "":
+		return stalled(jetsinkv1.ReasonConsumerOwnedElsewhere,
+			"consumer %q on stream %q is a push consumer (deliver subject %q); the workers pull: give this sink another source.consumer",
+			have.Durable, cfg.Stream, have.DeliverSubject)
+	case have.AckPolicy != jetstream.AckExplicitPolicy:
+		return stalled(jetsinkv1.ReasonConsumerOwnedElsewhere,
+			"consumer %q on stream %q has ACK policy %s, which NATS cannot change; the workers ACK each event: give this sink another source.consumer",
+			have.Durable, cfg.Stream, have.AckPolicy)
+	}
+	return nil
+}
+
+// managedFields is have with the fields the operator manages set as want
+// has them; everything else (where the consumer is in the stream, what the
+// server set) stays, since NATS refuses to change most of it.
+func managedFields(have, want jetstream.ConsumerConfig) jetstream.ConsumerConfig {
+	c := have
+	c.Description = want.Description
+	c.AckWait = want.AckWait
+	c.MaxDeliver = want.MaxDeliver
+	c.MaxAckPending = want.MaxAckPending
+	c.FilterSubject, c.FilterSubjects = want.FilterSubject, want.FilterSubjects
+	c.Metadata = maps.Clone(have.Metadata)
+	if c.Metadata == nil {
+		c.Metadata = map[string]string{}
+	}
+	maps.Copy(c.Metadata, want.Metadata)
+	return c
 }
 
 // consumerDiffers reports whether have lacks something of want: the fields
@@ -210,7 +296,7 @@ func (c consumers) remove(ctx context.Context, cfg config.Config, o owner) error
 		if err != nil {
 			return err
 		}
-		if theirs, named := ownerIn(cons.CachedInfo().Config.Metadata); !named || theirs.Namespace != o.Namespace || theirs.Name != o.Name {
+		if theirs, named := ownerIn(cons.CachedInfo().Config.Metadata); !named || theirs != o {
 			return errNotOurs
 		}
 		err = js.DeleteConsumer(ctx, cfg.Stream, cfg.Consumer)
@@ -229,15 +315,28 @@ func streamProblem(cfg config.Config, err error) error {
 	return retrying(jetsinkv1.ReasonNATSUnreachable, "cannot look up stream %q on %s: %v", cfg.Stream, redactURL(cfg.NATSURL), err)
 }
 
-// consumerProblem turns a failed consumer call into a problem: filters the
-// server refuses are the spec's fault, anything else may pass.
+// refusedForTheSpec are the JetStream errors a consumer of this spec gets
+// on this stream whatever is retried: the spec, or the stream, must change.
+// Other refusals (the account's consumer limit, a name another sink just
+// took) may pass and are retried as they are.
+var refusedForTheSpec = map[jetstream.ErrorCode]string{
+	10093: "source.filterSubjects are not within the stream's subjects",
+	10099: "the stream is a work queue that already has an unfiltered consumer",
+	10100: "the stream is a work queue and another consumer reads these subjects",
+	10101: "the stream is a work queue",
+	10102: "the consumer name is too long for NATS: set a shorter source.consumer",
+}
+
+// consumerProblem turns a failed consumer call into a problem.
 func consumerProblem(cfg config.Config, want jetstream.ConsumerConfig, verb string, err error) error {
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeOverlappingFilterSubjects {
 		return stalled(jetsinkv1.ReasonInvalidSpec, "source.filterSubjects overlap, which NATS refuses: %v", err)
 	}
-	if errors.As(err, &apiErr) && apiErr.Code == 400 {
-		return stalled(jetsinkv1.ReasonInvalidSpec, "NATS refused consumer %q on stream %q: %v", want.Durable, cfg.Stream, err)
+	if errors.As(err, &apiErr) {
+		if why, ok := refusedForTheSpec[apiErr.ErrorCode]; ok {
+			return stalled(jetsinkv1.ReasonConsumerRefused, "NATS refused consumer %q on stream %q: %s (%v)", want.Durable, cfg.Stream, why, err)
+		}
 	}
 	return retrying(jetsinkv1.ReasonConsumerFailed, "cannot %s consumer %q on stream %q: %v", verb, want.Durable, cfg.Stream, err)
 }

@@ -56,6 +56,9 @@ func checkDestination(ctx context.Context, cfg config.Config, secret *corev1.Sec
 		WithDialerOptions(func(d *net.Dialer) { d.Timeout = destinationTimeout }).
 		WithTransportOptions(func(t *http.Transport) {
 			t.TLSHandshakeTimeout = destinationTimeout
+			// A client per check: a kept-alive connection would outlive
+			// it, one per sink and recheck, until the server drops it.
+			t.DisableKeepAlives = true
 			if tlsConfig != nil {
 				t.TLSClientConfig = tlsConfig
 			}

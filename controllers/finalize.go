@@ -10,6 +10,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -44,6 +45,9 @@ func (r *WarehouseSinkReconciler) finalize(ctx context.Context, sink *jetsinkv1.
 		r.lastGood.forget(sink.UID)
 		return ctrl.Result{}, nil
 	}
+	// What the operator last knew lives in memory only: after a restart
+	// or failover, a sink deleted together with its Secret before its
+	// first reconcile leaves its consumer behind (with a Warning Event).
 	log := ctrl.LoggerFrom(ctx)
 	age := time.Since(sink.DeletionTimestamp.Time)
 	running, err := r.stopWorkers(ctx, sink)
@@ -61,7 +65,7 @@ func (r *WarehouseSinkReconciler) finalize(ctx context.Context, sink *jetsinkv1.
 	case errors.As(err, &p):
 		last, ok := r.lastGood.get(sink.UID)
 		if !ok {
-			return r.letGo(ctx, sink, cfg, "its configuration cannot be resolved ("+p.Message+") and the operator has not reached NATS for this sink since it started")
+			return r.letGo(ctx, sink, cfg, true, "its configuration cannot be resolved ("+p.Message+") and the operator has not reached NATS for this sink since it started")
 		}
 		cfg = last
 	case err != nil:
@@ -71,14 +75,14 @@ func (r *WarehouseSinkReconciler) finalize(ctx context.Context, sink *jetsinkv1.
 	err = r.consumers.remove(ctx, cfg, ownerOf(sink))
 	switch {
 	case errors.Is(err, errNotOurs):
-		return r.letGo(ctx, sink, cfg, "its metadata does not name this sink as its owner")
+		return r.letGo(ctx, sink, cfg, false, "its metadata does not name this sink (this UID) as its owner")
 	case err != nil && age < r.deletionGiveUp():
 		r.Recorder.Eventf(sink, nil, corev1.EventTypeWarning, "ConsumerDeleteFailed", "Delete",
 			"cannot delete consumer %q on stream %q yet (giving up %s after deletion): %v",
 			cfg.Consumer, cfg.Stream, r.deletionGiveUp(), err)
 		return ctrl.Result{}, err
 	case err != nil:
-		return r.letGo(ctx, sink, cfg, fmt.Sprintf("deleting it failed for %s: %v", r.deletionGiveUp(), err))
+		return r.letGo(ctx, sink, cfg, true, fmt.Sprintf("deleting it failed for %s: %v", r.deletionGiveUp(), err))
 	}
 	log.Info("Deleted consumer", "stream", cfg.Stream, "consumer", cfg.Consumer)
 	r.Recorder.Eventf(sink, nil, corev1.EventTypeNormal, "ConsumerDeleted", "Delete",
@@ -86,12 +90,17 @@ func (r *WarehouseSinkReconciler) finalize(ctx context.Context, sink *jetsinkv1.
 	return r.removeFinalizer(ctx, sink)
 }
 
-// letGo finishes a deletion that leaves the consumer in place, and says so.
-func (r *WarehouseSinkReconciler) letGo(ctx context.Context, sink *jetsinkv1.WarehouseSink, cfg config.Config, why string) (ctrl.Result, error) {
+// letGo finishes a deletion that leaves the consumer in place, and says so;
+// ours says whether the consumer is the sink's, so that deleting it by hand
+// is worth suggesting (never for another sink's consumer).
+func (r *WarehouseSinkReconciler) letGo(ctx context.Context, sink *jetsinkv1.WarehouseSink, cfg config.Config, ours bool, why string) (ctrl.Result, error) {
 	ctrl.LoggerFrom(ctx).Info("Leaving the consumer in place", "stream", cfg.Stream, "consumer", cfg.Consumer, "why", why)
+	hint := ""
+	if ours {
+		hint = fmt.Sprintf("; delete it by hand if it is no longer needed (nats consumer rm %s %s)", cfg.Stream, cfg.Consumer)
+	}
 	r.Recorder.Eventf(sink, nil, corev1.EventTypeWarning, "ConsumerNotDeleted", "Delete",
-		"consumer %q on stream %q was not deleted: %s; delete it by hand if it is no longer needed (nats consumer rm %s %s)",
-		cfg.Consumer, cfg.Stream, why, cfg.Stream, cfg.Consumer)
+		"consumer %q on stream %q was not deleted: %s%s", cfg.Consumer, cfg.Stream, why, hint)
 	return r.removeFinalizer(ctx, sink)
 }
 
@@ -106,11 +115,12 @@ func (r *WarehouseSinkReconciler) removeFinalizer(ctx context.Context, sink *jet
 }
 
 // stopWorkers scales the sink's Deployment to zero and returns how many of
-// its pods still run.
+// its pods still run. A Deployment of that name the sink does not control
+// is not its workers, and is left alone.
 func (r *WarehouseSinkReconciler) stopWorkers(ctx context.Context, sink *jetsinkv1.WarehouseSink) (int32, error) {
 	dep := &appsv1.Deployment{}
 	err := r.Get(ctx, types.NamespacedName{Namespace: sink.Namespace, Name: sink.Name}, dep)
-	if apierrors.IsNotFound(err) {
+	if apierrors.IsNotFound(err) || err == nil && !metav1.IsControlledBy(dep, sink) {
 		return 0, nil
 	}
 	if err != nil {

@@ -21,10 +21,11 @@ import (
 	"github.com/jetsink/jetsink/internal/testutil/natstest"
 )
 
-// handMade is a consumer someone made without jetsink.
+// handMade is a consumer someone made without jetsink, reading only new
+// events (a deliver policy NATS cannot change).
 var handMade = jetstream.ConsumerConfig{
 	Durable: "theirs", AckPolicy: jetstream.AckExplicitPolicy, AckWait: 10 * time.Minute, MaxDeliver: 3,
-	FilterSubject: "events.other",
+	FilterSubject: "events.other", DeliverPolicy: jetstream.DeliverNewPolicy,
 }
 
 func TestForeignConsumerIsLeftUntouchedUntilAdopted(t *testing.T) {
@@ -57,18 +58,132 @@ func TestForeignConsumerIsLeftUntouchedUntilAdopted(t *testing.T) {
 	}
 
 	// Adopting it is an explicit act: the consumer is then rewritten and
-	// marked as the sink's.
+	// marked as the sink's, and resumes from its own position (its deliver
+	// policy stays, or NATS would refuse the update for ever).
 	patchSink(t, ns, func(s *jetsinkv1.WarehouseSink) {
 		s.Annotations = map[string]string{jetsinkv1.AnnotationAdoptConsumer: "true"}
 	})
 	wantCondition(t, ns, "events", jetsinkv1.ConditionStalled, metav1.ConditionFalse, jetsinkv1.ReasonAsExpected)
 	wantEvent(t, ns, "ConsumerAdopted")
 	assertConsumer(t, js, "theirs", func(cc jetstream.ConsumerConfig) error {
-		if cc.AckWait != 2*time.Minute || cc.MaxDeliver != -1 || cc.FilterSubject != "events.>" || cc.Metadata[metaNamespace] != ns {
-			return fmt.Errorf("the adopted consumer does not match the sink: %+v", cc)
+		if cc.AckWait != 2*time.Minute || cc.MaxDeliver != -1 || cc.FilterSubject != "events.>" || cc.Metadata[metaNamespace] != ns ||
+			cc.DeliverPolicy != jetstream.DeliverNewPolicy {
+			return fmt.Errorf("the adopted consumer does not match the sink, or lost its position: %+v", cc)
 		}
 		return nil
 	})
+}
+
+// An earlier jetsink wrote no owner into its consumers (and defaulted every
+// sink to "warehouse"): on upgrade a sink takes back the consumer made for
+// its destination when no other sink reads it, and sinks that shared one
+// are stalled, naming each other, with their workers stopped.
+func TestConsumersOfAnEarlierJetsinkAfterAnUpgrade(t *testing.T) {
+	srv := natstest.Start(t)
+	srv.CreateStream(t, "EVENTS", "events.>")
+	_, js := srv.JetStream(t)
+	earlier := func(name string) {
+		t.Helper()
+		if _, err := js.CreateConsumer(t.Context(), "EVENTS", jetstream.ConsumerConfig{
+			Durable: name, Description: "jetsink: events to s3://lake/events/", AckPolicy: jetstream.AckExplicitPolicy,
+			AckWait: 2 * time.Minute, MaxDeliver: -1, FilterSubject: "events.>",
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	earlier("warehouse")
+	alone := namespace(t)
+	s := newSink(alone, srv.ClientURL())
+	s.Spec.Source.Consumer = "warehouse"
+	mustCreate(t, s)
+	wantEvent(t, alone, "ConsumerAdopted")
+	wantCondition(t, alone, "events", jetsinkv1.ConditionStalled, metav1.ConditionFalse, jetsinkv1.ReasonAsExpected)
+	assertConsumer(t, js, "warehouse", func(cc jetstream.ConsumerConfig) error {
+		if cc.Metadata[metaNamespace] != alone || cc.Metadata[metaName] != "events" {
+			return fmt.Errorf("not marked as the sink's: %v", cc.Metadata)
+		}
+		return nil
+	})
+
+	// Both sinks exist before the operator looks at the consumer, as after
+	// an upgrade: held back by an image the policy refuses, then let go.
+	first, second := namespace(t), namespace(t)
+	for _, ns := range []string{first, second} {
+		s := newSink(ns, srv.ClientURL())
+		s.Spec.Source.Consumer = "shared"
+		s.Spec.Image = "elsewhere.example.com/held-back:1"
+		mustCreate(t, s)
+		wantCondition(t, ns, "events", jetsinkv1.ConditionStalled, metav1.ConditionTrue, jetsinkv1.ReasonImageNotAllowed)
+	}
+	earlier("shared")
+	for _, ns := range []string{first, second} {
+		patchSink(t, ns, func(s *jetsinkv1.WarehouseSink) { s.Spec.Image = "" })
+	}
+	for ns, other := range map[string]string{first: second, second: first} {
+		c := wantCondition(t, ns, "events", jetsinkv1.ConditionStalled, metav1.ConditionTrue, jetsinkv1.ReasonConsumerOwnedElsewhere)
+		if !strings.Contains(c.Message, other+"/events") {
+			t.Errorf("%s's message does not name %s/events: %q", ns, other, c.Message)
+		}
+	}
+	assertConsumer(t, js, "shared", func(cc jetstream.ConsumerConfig) error {
+		if len(cc.Metadata) != 0 && cc.Metadata[metaName] != "" {
+			return fmt.Errorf("a shared consumer was taken: %v", cc.Metadata)
+		}
+		return nil
+	})
+}
+
+// A converged sink whose consumer is replaced by one it does not own stops
+// its workers: they must not go on reading someone else's consumer.
+func TestWorkersStopWhenTheConsumerIsNoLongerTheSinks(t *testing.T) {
+	ns, srv := withStream(t)
+	_, js := srv.JetStream(t)
+	mustCreate(t, newSink(ns, srv.ClientURL()))
+	markRolledOut(t, ns, "events")
+	wantCondition(t, ns, "events", jetsinkv1.ConditionReady, metav1.ConditionTrue, jetsinkv1.ReasonAvailable)
+
+	if err := js.DeleteConsumer(t.Context(), "EVENTS", consumerName(ns)); err != nil {
+		t.Fatal(err)
+	}
+	other := handMade
+	other.Durable = consumerName(ns)
+	if _, err := js.CreateConsumer(t.Context(), "EVENTS", other); err != nil {
+		t.Fatal(err)
+	}
+	patchSink(t, ns, func(s *jetsinkv1.WarehouseSink) { s.Annotations = map[string]string{"touch": "1"} })
+	wantCondition(t, ns, "events", jetsinkv1.ConditionStalled, metav1.ConditionTrue, jetsinkv1.ReasonConsumerOwnedElsewhere)
+	waitReplicas(t, ns, "events", 0)
+}
+
+// Deleting a sink deletes a consumer only if its metadata carries the
+// sink's UID too: a sink of the same namespace and name in another cluster
+// on the same server keeps its consumer.
+func TestDeletionSparesAConsumerWithAnotherUID(t *testing.T) {
+	ns, srv := withStream(t)
+	_, js := srv.JetStream(t)
+	sink := newSink(ns, srv.ClientURL())
+	sink.Spec.Source.ConsumerDeletionPolicy = jetsinkv1.ConsumerDelete
+	mustCreate(t, sink)
+	assertConsumer(t, js, consumerName(ns), filterIs("events.>"))
+
+	cons, err := js.Consumer(t.Context(), "EVENTS", consumerName(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc := cons.CachedInfo().Config
+	cc.Metadata[metaUID] = "uid-in-another-cluster"
+	if _, err := js.UpdateConsumer(t.Context(), "EVENTS", cc); err != nil {
+		t.Fatal(err)
+	}
+	if err := k8s.Delete(t.Context(), sink); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, ns, "events")
+	wantEvent(t, ns, "ConsumerNotDeleted")
+	if _, err := js.Consumer(t.Context(), "EVENTS", consumerName(ns)); err != nil {
+		t.Errorf("the other cluster's consumer was deleted: %v", err)
+	}
 }
 
 func TestTwoSinksOnOneStreamNeverShareAConsumer(t *testing.T) {

@@ -42,7 +42,10 @@ func TestSinkConnectsToNATSOverTLS(t *testing.T) {
 	sink2 := newSink(ns2, srv.ClientURL())
 	sink2.Spec.Source.TLS = &jetsinkv1.TLSSpec{SecretRef: corev1.LocalObjectReference{Name: "nats-tls"}}
 	mustCreate(t, sink2)
-	c := wantCondition(t, ns2, "events", jetsinkv1.ConditionReady, metav1.ConditionFalse, jetsinkv1.ReasonNATSUnreachable)
+	// The server answered and refused: only the Secret can fix that, so
+	// the sink is Stalled (kstatus Failed), not retrying as if NATS were
+	// away.
+	c := wantCondition(t, ns2, "events", jetsinkv1.ConditionStalled, metav1.ConditionTrue, jetsinkv1.ReasonNATSAuthFailed)
 	t.Logf("without a client certificate: %s", c.Message)
 	if _, err := js.Consumer(t.Context(), "EVENTS", consumerName(ns2)); err == nil {
 		t.Error("a consumer was made for the sink that cannot connect")

@@ -128,6 +128,10 @@ func (r *WarehouseSinkReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		return requeueOnConflict(err)
 	}
 	switch {
+	case p == nil && r.lag == nil:
+		// No refresher to wake it: recheck the consumer and the
+		// destination now and then all the same.
+		return ctrl.Result{RequeueAfter: recheckWithoutRefresh}, nil
 	case p == nil:
 		// No requeue: the lag refresher keeps status.consumer current, and
 		// wakes the sink should its consumer become unreadable and, now
@@ -156,6 +160,10 @@ var fixedByAWatchedChange = map[string]bool{
 	jetsinkv1.ReasonSecretKeyMissing:         true,
 	jetsinkv1.ReasonProgressDeadlineExceeded: true,
 }
+
+// recheckWithoutRefresh is how often a healthy sink is reconciled again when
+// the lag refresher is off (StatusRefresh 0).
+const recheckWithoutRefresh = 5 * time.Minute
 
 // requeueOnConflict turns a write conflict (the cache was behind) into a
 // quiet retry; other errors go to the controller's backoff.
@@ -188,9 +196,20 @@ func (r *WarehouseSinkReconciler) reconcile(ctx context.Context, sink *jetsinkv1
 	want := cfg.ConsumerConfig()
 	want.MaxAckPending = workload.MaxAckPending(sink, cfg)
 	adopt := sink.Annotations[jetsinkv1.AnnotationAdoptConsumer] == "true"
-	got, err := r.consumers.ensure(ctx, cfg, want, ownerOf(sink), adopt, r.sinkExists(ctx))
+	got, err := r.consumers.ensure(ctx, cfg, want, ownerOf(sink), adopt, fleet{ctx, r})
 	if err != nil {
 		r.lag.untrack(key)
+		var p *problem
+		if errors.As(err, &p) && p.Reason == jetsinkv1.ReasonConsumerOwnedElsewhere {
+			// Workers started before (by an earlier jetsink, or before
+			// the consumer changed hands) must not go on splitting
+			// another sink's events into this bucket.
+			if running, serr := r.stopWorkers(ctx, sink); serr != nil {
+				return nil, serr
+			} else if running > 0 {
+				log.Info("Stopped the workers of a sink whose consumer is not its own", "running", running)
+			}
+		}
 		return nil, err
 	}
 	r.lastGood.remember(sink.UID, cfg)
@@ -247,13 +266,31 @@ func (r *WarehouseSinkReconciler) checkImage(sink *jetsinkv1.WarehouseSink) *pro
 		img, strings.Join(r.AllowedImages, ", "))
 }
 
-// sinkExists tells whether the owner a consumer's metadata names is a sink
-// that still exists (read from the cache).
-func (r *WarehouseSinkReconciler) sinkExists(ctx context.Context) func(owner) bool {
-	return func(o owner) bool {
-		err := r.Get(ctx, types.NamespacedName{Namespace: o.Namespace, Name: o.Name}, &jetsinkv1.WarehouseSink{})
-		return !apierrors.IsNotFound(err) // on doubt, it exists: never take a consumer that may be in use
+// fleet answers the consumer ownership questions from the cache of sinks.
+type fleet struct {
+	ctx context.Context
+	r   *WarehouseSinkReconciler
+}
+
+func (f fleet) exists(o owner) bool {
+	err := f.r.Get(f.ctx, types.NamespacedName{Namespace: o.Namespace, Name: o.Name}, &jetsinkv1.WarehouseSink{})
+	return !apierrors.IsNotFound(err) // on doubt, it exists: never take a consumer that may be in use
+}
+
+func (f fleet) others(cfg config.Config, self owner) []owner {
+	var sinks jetsinkv1.WarehouseSinkList
+	if err := f.r.List(f.ctx, &sinks); err != nil {
+		return []owner{{Name: "(unknown: " + err.Error() + ")"}} // on doubt, shared
 	}
+	var out []owner
+	for i := range sinks.Items {
+		s := &sinks.Items[i]
+		c := workload.WorkerConfig(s)
+		if o := ownerOf(s); o != self && c.NATSURL == cfg.NATSURL && c.Stream == cfg.Stream && c.Consumer == cfg.Consumer {
+			out = append(out, o)
+		}
+	}
+	return out
 }
 
 // credentials fetches the Secrets the sink names and returns them with the

@@ -67,7 +67,7 @@ func newSink(ns, natsURL string) *jetsinkv1.WarehouseSink {
 
 // consumerName is the consumer the operator derives for a sink named
 // "events" in ns.
-func consumerName(ns string) string { return "jetsink-" + ns + "-events" }
+func consumerName(ns string) string { return "jetsink_" + ns + "_events" }
 
 // withS3 points the sink at a real S3 server (versitygw) and a Secret
 // holding the given keys; it returns that Secret, not yet created.

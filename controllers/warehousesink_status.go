@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -42,6 +43,11 @@ func retrying(reason, format string, args ...any) *problem {
 	return &problem{Reason: reason, Message: fmt.Sprintf(format, args...)}
 }
 
+func isProblem(err error) bool {
+	var p *problem
+	return errors.As(err, &p)
+}
+
 // setCondition sets a condition at the sink's current generation. Its
 // lastTransitionTime moves only when its status does.
 func setCondition(sink *jetsinkv1.WarehouseSink, typ string, status metav1.ConditionStatus, reason, message string) {
@@ -58,6 +64,9 @@ func setCondition(sink *jetsinkv1.WarehouseSink, typ string, status metav1.Condi
 // so a condition that holds across retries keeps its lastTransitionTime.
 func summarize(sink *jetsinkv1.WarehouseSink, p *problem, dep *appsv1.Deployment) {
 	sink.Status.ObservedGeneration = sink.Generation
+	for _, old := range retiredConditions {
+		apimeta.RemoveStatusCondition(&sink.Status.Conditions, old)
+	}
 	if dep != nil {
 		sink.Status.Replicas = dep.Status.Replicas
 		sink.Status.ReadyReplicas = dep.Status.ReadyReplicas
@@ -133,13 +142,25 @@ func deploymentCondition(dep *appsv1.Deployment, typ appsv1.DeploymentConditionT
 // patchStatus writes the status once, at the end of a reconcile, and only
 // when it changed; it records an Event when the Ready condition's reason
 // moves to a problem or back.
+//
+// The patch carries the resourceVersion the conditions were computed from:
+// a status the cache had not caught up with (the lag refresher's, a
+// previous reconcile's) is a conflict and a quiet retry, never a second
+// flip with a new lastTransitionTime. The Event follows the written status.
 func (r *WarehouseSinkReconciler) patchStatus(ctx context.Context, before, sink *jetsinkv1.WarehouseSink) error {
-	r.recordTransition(before, sink)
 	if equality.Semantic.DeepEqual(before.Status, sink.Status) {
 		return nil
 	}
-	return client.IgnoreNotFound(r.Status().Patch(ctx, sink, client.MergeFrom(before)))
+	if err := r.Status().Patch(ctx, sink, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	r.recordTransition(before, sink)
+	return nil
 }
+
+// retiredConditions are condition types earlier versions set, removed so
+// an upgraded sink never shows a stale Degraded=True beside Ready=True.
+var retiredConditions = []string{"Progressing", "Degraded"}
 
 // healthyReasons are the Ready reasons that are no problem: a sink on its
 // way (rolling out), at rest on purpose, or ready.

@@ -51,6 +51,8 @@ const (
 	ReasonSecretNotFound           = "SecretNotFound"
 	ReasonSecretKeyMissing         = "SecretKeyMissing"
 	ReasonConsumerOwnedElsewhere   = "ConsumerOwnedElsewhere"
+	ReasonConsumerRefused          = "ConsumerRefused"
+	ReasonNATSAuthFailed           = "NATSAuthFailed"
 	ReasonNameConflict             = "NameConflict"
 	ReasonS3AccessDenied           = "S3AccessDenied"
 	ReasonBucketNotFound           = "BucketNotFound"

@@ -233,7 +233,7 @@ type SourceSpec struct {
 
 	// consumer is the durable pull consumer the operator creates and keeps
 	// matching this spec; all workers of the sink share it. Empty means
-	// jetsink-<namespace>-<name>, unique to the sink. The operator only
+	// jetsink_<namespace>_<name>, unique to the sink. The operator only
 	// changes or deletes a consumer whose metadata names this sink as its
 	// owner; to take over an existing consumer, annotate the sink with
 	// jetsink.dev/adopt-consumer: "true". Cannot be changed: a new name

@@ -104,12 +104,14 @@ func WorkerConfig(sink *jetsinkv1.WarehouseSink) config.Config {
 // ConsumerName is the durable consumer of the sink: spec.source.consumer,
 // or one derived from the sink's namespace and name, so two sinks on one
 // stream never share a consumer unless told to (and the operator refuses
-// even then: see the controller's ownership check).
+// even then: see the controller's ownership check). The separator is "_",
+// which neither a namespace nor a sink name can hold, so no two sinks
+// derive the same name (with "-", team/a-events and team-a/events would).
 func ConsumerName(sink *jetsinkv1.WarehouseSink) string {
 	if sink.Spec.Source.Consumer != "" {
 		return sink.Spec.Source.Consumer
 	}
-	return "jetsink-" + sink.Namespace + "-" + sink.Name
+	return "jetsink_" + sink.Namespace + "_" + sink.Name
 }
 
 // Replicas is the number of workers the Deployment runs: none while the

@@ -257,7 +257,7 @@ func TestDeployment(t *testing.T) {
 		name: "a derived consumer name per sink, spec.source.consumer when set",
 		edit: func(s *jetsinkv1.WarehouseSink) { s.Spec.Source.Consumer = "" },
 		check: func(t *testing.T, s *jetsinkv1.WarehouseSink) {
-			if got := WorkerConfig(s).Consumer; got != "jetsink-analytics-events" {
+			if got := WorkerConfig(s).Consumer; got != "jetsink_analytics_events" {
 				t.Errorf("derived consumer %q", got)
 			}
 			s.Spec.Source.Consumer = "mine"

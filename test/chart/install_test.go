@@ -226,7 +226,7 @@ func TestInstallOnACluster(t *testing.T) {
 		pointAtTestServers(t, sinkNS)
 		sa := serviceAccountOf(t, c, releaseNS, "jetsink")
 		mgr := runManagerAs(t, cfg, releaseNS, sa, deploymentArgs(t, c, releaseNS, "jetsink"))
-		assertReconciled(t, c, nats, sinkNS, "events", "jetsink-"+sinkNS+"-events")
+		assertReconciled(t, c, nats, sinkNS, "events", "jetsink_"+sinkNS+"_events")
 		assertSecretCacheStripped(t, c, mgr, sinkNS, "s3-creds")
 		assertMetricsAuth(t, c, mgr, releaseNS, "jetsink-metrics-reader")
 		assertLease(t, c, releaseNS, mgr.leaseID)
@@ -310,7 +310,7 @@ func TestInstallOnACluster(t *testing.T) {
 		if mgr.leaseID != "scoped-jetsink-manager.jetsink.dev" {
 			t.Errorf("release scoped: --leader-election-id=%q, want a Lease of its own", mgr.leaseID)
 		}
-		assertReconciled(t, c, nats, watched, "events", "jetsink-"+watched+"-events")
+		assertReconciled(t, c, nats, watched, "events", "jetsink_"+watched+"_events")
 		assertSecretCacheStripped(t, c, mgr, watched, "s3-creds")
 		// Secure metrics work in namespaced mode too: the reviews are the
 		// one cluster-wide grant.
