@@ -129,7 +129,7 @@ func (r *WarehouseSinkReconciler) stopWorkers(ctx context.Context, sink *jetsink
 	if ptr.Deref(dep.Spec.Replicas, 1) != 0 {
 		patch := client.MergeFrom(dep.DeepCopy())
 		dep.Spec.Replicas = ptr.To[int32](0)
-		if err := r.Patch(ctx, dep, patch, client.FieldOwner(workload.ManagerName)); err != nil {
+		if err := r.Patch(ctx, dep, patch, client.FieldOwner(updateManagerStop)); err != nil {
 			return 0, client.IgnoreNotFound(err)
 		}
 	}

@@ -245,3 +245,41 @@ func TestSecretMetadataChangesDoNotRollTheWorkers(t *testing.T) {
 		return nil
 	})
 }
+
+// 0.1 wrote the Deployment with Update (field manager "manager"): what it
+// set and the sink no longer asks for goes at the next apply, instead of
+// staying for ever under the old manager's name.
+func TestFieldsTheEarlierOperatorSetAreTakenOver(t *testing.T) {
+	ns, srv := withStream(t)
+	mustCreate(t, newSink(ns, srv.ClientURL()))
+	var dep *appsv1.Deployment
+	eventually(t, 20*time.Second, func() (err error) {
+		dep, err = get(t, &appsv1.Deployment{}, ns, "events")
+		return err
+	})
+	if dep.Spec.Template.Annotations == nil {
+		dep.Spec.Template.Annotations = map[string]string{}
+	}
+	dep.Spec.Template.Annotations["jetsink.dev/credentials-version"] = "s3-creds@41" // what 0.1 rendered
+	if err := k8s.Update(t.Context(), dep, client.FieldOwner("manager")); err != nil {
+		t.Fatal(err)
+	}
+	patchSink(t, ns, func(s *jetsinkv1.WarehouseSink) {
+		s.Spec.ShutdownTimeout = &metav1.Duration{Duration: 45 * time.Second}
+	})
+	eventually(t, 20*time.Second, func() error {
+		d, err := get(t, &appsv1.Deployment{}, ns, "events")
+		if err != nil {
+			return err
+		}
+		if v, ok := d.Spec.Template.Annotations["jetsink.dev/credentials-version"]; ok {
+			return fmt.Errorf("0.1's pod annotation is still there (%q)", v)
+		}
+		for _, f := range d.ManagedFields {
+			if f.Manager == "manager" {
+				return fmt.Errorf("fields still owned by 0.1's manager")
+			}
+		}
+		return nil
+	})
+}

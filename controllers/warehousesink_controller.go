@@ -36,7 +36,9 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/csaupgrade"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -393,6 +395,11 @@ func (r *WarehouseSinkReconciler) apply(ctx context.Context, sink *jetsinkv1.War
 			return false, nil
 		}
 	}
+	if exists {
+		if err := r.takeOverUpdatedFields(ctx, live); err != nil {
+			return false, fmt.Errorf("take over the fields of %s %s: %w", kind, live.GetName(), err)
+		}
+	}
 	u, err := applyObject(desired)
 	if err != nil {
 		return false, err
@@ -413,6 +420,42 @@ func (r *WarehouseSinkReconciler) apply(ctx context.Context, sink *jetsinkv1.War
 		r.Recorder.Eventf(sink, live, corev1.EventTypeNormal, "Created", "Create", "Created %s %s", kind, desired.GetName())
 	}
 	return true, nil
+}
+
+// updateManagers are the field managers an earlier operator wrote its
+// children with by Update: "manager" (0.1, the binary's default) and
+// updateManagerStop (the finalizer's and the ownership check's replica
+// patch).
+var updateManagers = sets.New("manager", updateManagerStop)
+
+// updateManagerStop is the field manager of stopWorkers' replica patch; a
+// name of its own, so that patch never makes the apply's manager an Update
+// owner too.
+const updateManagerStop = "jetsink-stop"
+
+// takeOverUpdatedFields makes the fields earlier Updates own the apply's, so
+// the next apply can also remove what the sink no longer asks for (a pod
+// annotation, an env entry): fields owned by an Update manager stay when an
+// apply drops them. The cache strips managed fields, so they are read from
+// the API server (metadata only), before each apply to an existing object.
+func (r *WarehouseSinkReconciler) takeOverUpdatedFields(ctx context.Context, live client.Object) error {
+	meta := &metav1.PartialObjectMetadata{}
+	meta.SetGroupVersionKind(live.GetObjectKind().GroupVersionKind())
+	if meta.GroupVersionKind().Empty() {
+		gvk, err := r.GroupVersionKindFor(live)
+		if err != nil {
+			return err
+		}
+		meta.SetGroupVersionKind(gvk)
+	}
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(live), meta); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	patch, err := csaupgrade.UpgradeManagedFieldsPatch(meta, updateManagers, workload.ManagerName)
+	if err != nil || patch == nil {
+		return err
+	}
+	return r.Patch(ctx, meta, client.RawPatch(types.JSONPatchType, patch))
 }
 
 // applyObject is desired as an apply request: everything the builder set,
