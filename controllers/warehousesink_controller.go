@@ -35,6 +35,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/client-go/tools/events"
@@ -227,14 +228,8 @@ func (r *WarehouseSinkReconciler) reconcile(ctx context.Context, sink *jetsinkv1
 	// lag is worth showing while they last.
 	r.lag.track(key, cfg)
 
-	dep, err := r.applyDeployment(ctx, sink, creds)
+	dep, err := r.applyChildren(ctx, sink, creds)
 	if err != nil {
-		return nil, err
-	}
-	if _, err := r.apply(ctx, sink, workload.Service(sink), &corev1.Service{}, nil); err != nil {
-		return dep, err
-	}
-	if err := r.applyDisruptionBudget(ctx, sink); err != nil {
 		return dep, err
 	}
 	// The workers run even when the bucket check fails: they retry what
@@ -329,18 +324,39 @@ func (r *WarehouseSinkReconciler) secret(ctx context.Context, sink *jetsinkv1.Wa
 	return s, nil
 }
 
+// applyChildren applies the Deployment, the metrics Service and the
+// PodDisruptionBudget, and records one Event naming those it created (one
+// write, not one per child: at a thousand sinks Events are a good part of
+// the API server's load).
+func (r *WarehouseSinkReconciler) applyChildren(ctx context.Context, sink *jetsinkv1.WarehouseSink, creds workload.Credentials) (*appsv1.Deployment, error) {
+	var created []string
+	defer func() {
+		if len(created) > 0 {
+			r.Recorder.Eventf(sink, nil, corev1.EventTypeNormal, "Created", "Create", "Created %s", strings.Join(created, ", "))
+		}
+	}()
+	dep, err := r.applyDeployment(ctx, sink, creds, &created)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := r.apply(ctx, sink, workload.Service(sink), &corev1.Service{}, nil, &created); err != nil {
+		return dep, err
+	}
+	return dep, r.applyDisruptionBudget(ctx, sink, &created)
+}
+
 // applyDeployment applies the workers' Deployment and returns it as the
 // server has it. It also restores a replica count someone changed on the
 // Deployment itself (the sink is the one place to scale) and says when the
 // sink scaled.
-func (r *WarehouseSinkReconciler) applyDeployment(ctx context.Context, sink *jetsinkv1.WarehouseSink, creds workload.Credentials) (*appsv1.Deployment, error) {
+func (r *WarehouseSinkReconciler) applyDeployment(ctx context.Context, sink *jetsinkv1.WarehouseSink, creds workload.Credentials, created *[]string) (*appsv1.Deployment, error) {
 	desired := workload.Deployment(sink, r.WorkerImage, creds)
 	live := &appsv1.Deployment{}
 	var was *int32
 	changed, err := r.apply(ctx, sink, desired, live, func() bool {
 		was = live.Spec.Replicas
 		return live.Spec.Replicas == nil || *live.Spec.Replicas != *desired.Spec.Replicas
-	})
+	}, created)
 	if err != nil {
 		return nil, err
 	}
@@ -353,9 +369,9 @@ func (r *WarehouseSinkReconciler) applyDeployment(ctx context.Context, sink *jet
 
 // applyDisruptionBudget keeps the workers' PodDisruptionBudget, or deletes
 // the one the sink owns when it asks for none.
-func (r *WarehouseSinkReconciler) applyDisruptionBudget(ctx context.Context, sink *jetsinkv1.WarehouseSink) error {
+func (r *WarehouseSinkReconciler) applyDisruptionBudget(ctx context.Context, sink *jetsinkv1.WarehouseSink, created *[]string) error {
 	if pdb := workload.PodDisruptionBudget(sink); pdb != nil {
-		_, err := r.apply(ctx, sink, pdb, &policyv1.PodDisruptionBudget{}, nil)
+		_, err := r.apply(ctx, sink, pdb, &policyv1.PodDisruptionBudget{}, nil, created)
 		return err
 	}
 	live := &policyv1.PodDisruptionBudget{}
@@ -373,8 +389,9 @@ func (r *WarehouseSinkReconciler) applyDisruptionBudget(ctx context.Context, sin
 // object of that name the sink does not control is left alone and
 // reported. The apply is skipped when the live object's spec hash matches
 // and drifted (optional) reports no drift the hash cannot see; changed
-// says whether it was applied.
-func (r *WarehouseSinkReconciler) apply(ctx context.Context, sink *jetsinkv1.WarehouseSink, desired, live client.Object, drifted func() bool) (changed bool, err error) {
+// says whether it was applied; an object created is added to created as
+// "<Kind> <name>".
+func (r *WarehouseSinkReconciler) apply(ctx context.Context, sink *jetsinkv1.WarehouseSink, desired, live client.Object, drifted func() bool, created *[]string) (changed bool, err error) {
 	log := ctrl.LoggerFrom(ctx)
 	kind := desired.GetObjectKind().GroupVersionKind().Kind // the builders set it
 	if err := controllerutil.SetControllerReference(sink, desired, r.Scheme()); err != nil {
@@ -395,10 +412,28 @@ func (r *WarehouseSinkReconciler) apply(ctx context.Context, sink *jetsinkv1.War
 			return false, nil
 		}
 	}
-	if exists {
-		if err := r.takeOverUpdatedFields(ctx, live); err != nil {
-			return false, fmt.Errorf("take over the fields of %s %s: %w", kind, live.GetName(), err)
+	if !exists {
+		// A plain create costs the API server much less than an apply
+		// that creates, and a fleet's first reconciles are all creates;
+		// its fields (owned by an Update of this manager) are taken over
+		// by the first apply that changes the object.
+		err := r.Create(ctx, desired, client.FieldOwner(workload.ManagerName))
+		if err == nil {
+			log.Info("Created "+kind, "name", desired.GetName())
+			*created = append(*created, kind+" "+desired.GetName())
+			return true, copyInto(desired, live)
 		}
+		if apierrors.IsAlreadyExists(err) {
+			// The cache is behind: read again (and check the owner)
+			// before writing, as after any conflict.
+			gvk := desired.GetObjectKind().GroupVersionKind()
+			return false, apierrors.NewConflict(schema.GroupResource{Group: gvk.Group, Resource: kind},
+				desired.GetName(), err)
+		}
+		return false, fmt.Errorf("create %s: %w", kind, err)
+	}
+	if err := r.takeOverUpdatedFields(ctx, desired); err != nil {
+		return false, fmt.Errorf("take over the fields of %s %s: %w", kind, desired.GetName(), err)
 	}
 	u, err := applyObject(desired)
 	if err != nil {
@@ -413,20 +448,24 @@ func (r *WarehouseSinkReconciler) apply(ctx context.Context, sink *jetsinkv1.War
 	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, live); err != nil {
 		return false, err
 	}
-	if exists {
-		log.Info("Updated "+kind, "name", desired.GetName())
-	} else {
-		log.Info("Created "+kind, "name", desired.GetName())
-		r.Recorder.Eventf(sink, live, corev1.EventTypeNormal, "Created", "Create", "Created %s %s", kind, desired.GetName())
-	}
+	log.Info("Updated "+kind, "name", desired.GetName())
 	return true, nil
 }
 
-// updateManagers are the field managers an earlier operator wrote its
-// children with by Update: "manager" (0.1, the binary's default) and
+// copyInto copies src into dst, an object of the same kind.
+func copyInto(src, dst client.Object) error {
+	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(src)
+	if err != nil {
+		return err
+	}
+	return runtime.DefaultUnstructuredConverter.FromUnstructured(m, dst)
+}
+
+// updateManagers are the field managers that write the children by Update:
+// "manager" (0.1, the binary's default), this operator's own creates, and
 // updateManagerStop (the finalizer's and the ownership check's replica
 // patch).
-var updateManagers = sets.New("manager", updateManagerStop)
+var updateManagers = sets.New("manager", workload.ManagerName, updateManagerStop)
 
 // updateManagerStop is the field manager of stopWorkers' replica patch; a
 // name of its own, so that patch never makes the apply's manager an Update

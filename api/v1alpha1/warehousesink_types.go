@@ -156,7 +156,8 @@ type WarehouseSinkSpec struct {
 
 	// podDisruptionBudget is the PodDisruptionBudget the operator keeps for
 	// the workers, so a node drain never evicts more of them at once than
-	// maxUnavailable allows.
+	// maxUnavailable allows. None is made while maxUnavailable (a number)
+	// is at least the number of workers: it would bound nothing.
 	// +kubebuilder:default={}
 	// +optional
 	PodDisruptionBudget PodDisruptionBudgetSpec `json:"podDisruptionBudget,omitempty"`

@@ -11,7 +11,9 @@ import (
 
 // PodDisruptionBudget returns the budget that keeps a node drain from
 // evicting more than spec.podDisruptionBudget.maxUnavailable workers at
-// once, or nil when the sink asks for none. A worker evicted by a drain
+// once, or nil when the sink asks for none or it would bound nothing (a
+// number of pods at least the sink's workers: one worker and the default
+// maxUnavailable of 1), which spares an object per sink in a large fleet. A worker evicted by a drain
 // gets SIGTERM and its grace period like any other, so the budget bounds
 // how much of the sink drains at a time, not whether events are kept.
 func PodDisruptionBudget(sink *jetsinkv1.WarehouseSink) *policyv1.PodDisruptionBudget {
@@ -20,6 +22,9 @@ func PodDisruptionBudget(sink *jetsinkv1.WarehouseSink) *policyv1.PodDisruptionB
 		return nil
 	}
 	maxUnavailable := ptr.Deref(spec.MaxUnavailable, intstr.FromInt32(1))
+	if maxUnavailable.Type == intstr.Int && maxUnavailable.IntVal >= Replicas(sink) {
+		return nil
+	}
 	p := &policyv1.PodDisruptionBudget{
 		TypeMeta: metav1.TypeMeta{APIVersion: "policy/v1", Kind: "PodDisruptionBudget"},
 		ObjectMeta: metav1.ObjectMeta{

@@ -272,6 +272,11 @@ func TestDeployment(t *testing.T) {
 			if p.Spec.MaxUnavailable.IntValue() != 1 || p.Spec.Selector.MatchLabels[LabelInstance] != "events" {
 				t.Errorf("budget = %+v", p.Spec)
 			}
+			s.Spec.Replicas = ptr.To[int32](1)
+			if PodDisruptionBudget(s) != nil {
+				t.Error("a budget that bounds nothing (one worker, one may go)")
+			}
+			s.Spec.Replicas = ptr.To[int32](3)
 			s.Spec.PodDisruptionBudget.Enabled = ptr.To(false)
 			if PodDisruptionBudget(s) != nil {
 				t.Error("a budget for a sink that disabled it")
