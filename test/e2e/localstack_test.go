@@ -55,7 +55,15 @@ func TestLocalstackCommandStopsEverything(t *testing.T) {
 		exited <- cmd.Wait()
 	}()
 	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
+		if cmd.ProcessState != nil {
+			return
+		}
+		// SIGINT lets localstack stop what it started: a SIGKILL on a
+		// failed test left its etcd and kube-apiserver running for ever.
+		_ = cmd.Process.Signal(syscall.SIGINT)
+		select {
+		case <-exited:
+		case <-time.After(30 * time.Second):
 			_ = cmd.Process.Kill()
 		}
 	})
