@@ -92,7 +92,7 @@ func (c consumers) withJetStream(ctx context.Context, cfg config.Config, fn func
 	defer cancel()
 	err := c.pooled().do(ctx, cfg, func(js jetstream.JetStream) error {
 		err := fn(js)
-		if ctx.Err() != nil && !isProblem(err) {
+		if err != nil && ctx.Err() != nil && !isProblem(err) {
 			return retrying(jetsinkv1.ReasonNATSUnreachable, "NATS at %s (source.url) did not answer within %s: %v",
 				redactURL(cfg.NATSURL), natsCallTimeout, err)
 		}

@@ -53,9 +53,7 @@ func publish(t *testing.T, js jetstream.JetStream, n int) {
 func TestLagFollowsTheStreamWithoutReconciles(t *testing.T) {
 	ns, srv := withStream(t)
 	_, js := srv.JetStream(t)
-	mustCreate(t, newSink(ns, srv.ClientURL()))
-	markRolledOut(t, ns, "events")
-	wantCondition(t, ns, "events", jetsinkv1.ConditionReady, metav1.ConditionTrue, jetsinkv1.ReasonAvailable)
+	converge(t, newSink(ns, srv.ClientURL()))
 	// Let a reconcile already queued by the rollout run before counting.
 	time.Sleep(statusRefresh / 2)
 	key := types.NamespacedName{Namespace: ns, Name: "events"}
@@ -319,9 +317,7 @@ func TestBucketLostAfterConvergenceShows(t *testing.T) {
 	s3.CreateBucket(t, "lake")
 	sink := newSink(ns, srv.ClientURL())
 	mustCreate(t, withS3(t, sink, s3, s3Keys))
-	mustCreate(t, sink)
-	markRolledOut(t, ns, "events")
-	wantCondition(t, ns, "events", jetsinkv1.ConditionReady, metav1.ConditionTrue, jetsinkv1.ReasonAvailable)
+	converge(t, sink)
 	key := types.NamespacedName{Namespace: ns, Name: "events"}
 	before := reconciles.of(key)
 

@@ -139,9 +139,7 @@ func TestConsumersOfAnEarlierJetsinkAfterAnUpgrade(t *testing.T) {
 func TestWorkersStopWhenTheConsumerIsNoLongerTheSinks(t *testing.T) {
 	ns, srv := withStream(t)
 	_, js := srv.JetStream(t)
-	mustCreate(t, newSink(ns, srv.ClientURL()))
-	markRolledOut(t, ns, "events")
-	wantCondition(t, ns, "events", jetsinkv1.ConditionReady, metav1.ConditionTrue, jetsinkv1.ReasonAvailable)
+	converge(t, newSink(ns, srv.ClientURL()))
 
 	if err := js.DeleteConsumer(t.Context(), "EVENTS", consumerName(ns)); err != nil {
 		t.Fatal(err)
@@ -357,9 +355,7 @@ func TestImageOverridesFollowTheManagersPolicy(t *testing.T) {
 func TestSuspendKeepsTheConsumerAndSaysSo(t *testing.T) {
 	ns, srv := withStream(t)
 	_, js := srv.JetStream(t)
-	mustCreate(t, newSink(ns, srv.ClientURL()))
-	markRolledOut(t, ns, "events")
-	wantCondition(t, ns, "events", jetsinkv1.ConditionReady, metav1.ConditionTrue, jetsinkv1.ReasonAvailable)
+	converge(t, newSink(ns, srv.ClientURL()))
 
 	patchSink(t, ns, func(s *jetsinkv1.WarehouseSink) { s.Spec.Suspend = true })
 	eventually(t, 20*time.Second, func() error {

@@ -47,12 +47,7 @@ func wantKstatus(t *testing.T, ns, name string, want status.Status) *status.Resu
 
 func TestKstatusReadsTheSinkAsGitOpsToolsDo(t *testing.T) {
 	ns, srv := withStream(t)
-	s3 := s3test.Start(t)
-	s3.CreateBucket(t, "lake")
-	sink := newSink(ns, srv.ClientURL())
-	secret := withS3(t, sink, s3, s3Keys)
-	mustCreate(t, secret)
-	mustCreate(t, sink)
+	_, secret := sinkOnS3(t, ns, srv, s3Keys)
 
 	wantKstatus(t, ns, "events", status.InProgressStatus) // no pods yet
 	markRolledOut(t, ns, "events")
@@ -122,11 +117,7 @@ func waitReplicas(t *testing.T, ns, name string, n int32) {
 
 func TestConditionsKeepTheirTransitionTimeAcrossRetries(t *testing.T) {
 	ns, srv := withStream(t)
-	s3 := s3test.Start(t)
-	s3.CreateBucket(t, "lake")
-	sink := newSink(ns, srv.ClientURL())
-	mustCreate(t, withS3(t, sink, s3, map[string]string{"AWS_ACCESS_KEY_ID": s3test.AccessKey, "AWS_SECRET_ACCESS_KEY": "wrong"}))
-	mustCreate(t, sink)
+	sink, _ := sinkOnS3(t, ns, srv, map[string]string{"AWS_ACCESS_KEY_ID": s3test.AccessKey, "AWS_SECRET_ACCESS_KEY": "wrong"})
 	ready := wantCondition(t, ns, "events", jetsinkv1.ConditionReady, metav1.ConditionFalse, jetsinkv1.ReasonS3AccessDenied)
 	stalledSince := wantCondition(t, ns, "events", jetsinkv1.ConditionStalled, metav1.ConditionTrue, jetsinkv1.ReasonS3AccessDenied)
 
@@ -191,12 +182,7 @@ func TestOthersChangesToTheWorkersSurvive(t *testing.T) {
 
 func TestSecretMetadataChangesDoNotRollTheWorkers(t *testing.T) {
 	ns, srv := withStream(t)
-	s3 := s3test.Start(t)
-	s3.CreateBucket(t, "lake")
-	sink := newSink(ns, srv.ClientURL())
-	secret := withS3(t, sink, s3, s3Keys)
-	mustCreate(t, secret)
-	mustCreate(t, sink)
+	sink, secret := sinkOnS3(t, ns, srv, s3Keys)
 	template := func() map[string]string {
 		t.Helper()
 		var ann map[string]string

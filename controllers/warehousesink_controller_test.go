@@ -81,6 +81,27 @@ func withS3(t *testing.T, sink *jetsinkv1.WarehouseSink, s3 *s3test.Server, keys
 
 var s3Keys = map[string]string{"AWS_ACCESS_KEY_ID": s3test.AccessKey, "AWS_SECRET_ACCESS_KEY": s3test.SecretKey}
 
+// sinkOnS3 starts an S3 server with the bucket "lake" and creates the test
+// sink in ns pointed at it, after its Secret with the given keys.
+func sinkOnS3(t *testing.T, ns string, srv *natstest.Server, keys map[string]string) (*jetsinkv1.WarehouseSink, *corev1.Secret) {
+	t.Helper()
+	s3 := s3test.Start(t)
+	s3.CreateBucket(t, "lake")
+	sink := newSink(ns, srv.ClientURL())
+	secret := withS3(t, sink, s3, keys)
+	mustCreate(t, secret)
+	mustCreate(t, sink)
+	return sink, secret
+}
+
+// converge creates the sink, marks its workers rolled out and waits for Ready.
+func converge(t *testing.T, sink *jetsinkv1.WarehouseSink) {
+	t.Helper()
+	mustCreate(t, sink)
+	markRolledOut(t, sink.Namespace, sink.Name)
+	wantCondition(t, sink.Namespace, sink.Name, jetsinkv1.ConditionReady, metav1.ConditionTrue, jetsinkv1.ReasonAvailable)
+}
+
 func get[T client.Object](t *testing.T, obj T, ns, name string) (T, error) {
 	t.Helper()
 	err := k8s.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: name}, obj)
@@ -158,11 +179,7 @@ func markRolledOut(t *testing.T, ns, name string) {
 
 func TestSinkBecomesDeploymentServiceConsumerAndStatus(t *testing.T) {
 	ns, srv := withStream(t)
-	s3 := s3test.Start(t)
-	s3.CreateBucket(t, "lake")
-	sink := newSink(ns, srv.ClientURL())
-	mustCreate(t, withS3(t, sink, s3, s3Keys))
-	mustCreate(t, sink)
+	sink, _ := sinkOnS3(t, ns, srv, s3Keys)
 
 	var dep *appsv1.Deployment
 	eventually(t, 20*time.Second, func() (err error) {
@@ -369,12 +386,7 @@ func TestMissingSecretIsReportedThenResolved(t *testing.T) {
 
 func TestWrongS3CredentialsAreReported(t *testing.T) {
 	ns, srv := withStream(t)
-	s3 := s3test.Start(t)
-	s3.CreateBucket(t, "lake")
-	sink := newSink(ns, srv.ClientURL())
-	secret := withS3(t, sink, s3, map[string]string{"AWS_ACCESS_KEY_ID": s3test.AccessKey, "AWS_SECRET_ACCESS_KEY": "wrong"})
-	mustCreate(t, secret)
-	mustCreate(t, sink)
+	_, secret := sinkOnS3(t, ns, srv, map[string]string{"AWS_ACCESS_KEY_ID": s3test.AccessKey, "AWS_SECRET_ACCESS_KEY": "wrong"})
 
 	c := wantCondition(t, ns, "events", jetsinkv1.ConditionStalled, metav1.ConditionTrue, jetsinkv1.ReasonS3AccessDenied)
 	if !strings.Contains(c.Message, `"s3-creds"`) || !strings.Contains(c.Message, "credentials") {
