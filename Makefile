@@ -68,15 +68,15 @@ bench: build ## Throughput, memory and controller benchmarks against the ceiling
 .PHONY: faults
 faults: ## The fault matrix on real nats-server, versitygw, toxiproxy and sinkworker processes.
 	$(TOOLS) versitygw nats-server toxiproxy
-	go build -o $(BIN)/sinkworker ./cmd/sinkworker
+	CGO_ENABLED=0 go build -o $(BIN)/sinkworker ./cmd/sinkworker
 	go run ./hack/faults $(FAULTS_FLAGS)
 
 ##@ Build
 
 .PHONY: build
 build: ## Build bin/manager and bin/sinkworker.
-	go build -o $(BIN)/manager ./cmd/manager
-	go build -o $(BIN)/sinkworker ./cmd/sinkworker
+	CGO_ENABLED=0 go build -o $(BIN)/manager ./cmd/manager
+	CGO_ENABLED=0 go build -o $(BIN)/sinkworker ./cmd/sinkworker
 
 ##@ Local stack
 

@@ -142,7 +142,7 @@ func (d *demo) info(format string, args ...any) {
 }
 
 func (d *demo) run(ctx context.Context) error {
-	d.stage("Starting the local stack: kube-apiserver+etcd, NATS JetStream, versitygw (S3), the operator, the pod runner")
+	d.stage("Starting the local stack: a single-node Kubernetes (control plane, containerd, kubelet), NATS JetStream, versitygw (S3), and helm install of the operator")
 	dir, err := os.MkdirTemp("", "jetsink-demo-")
 	if err != nil {
 		return err
@@ -195,7 +195,7 @@ func (d *demo) run(ctx context.Context) error {
 	}
 	d.info("$ kubectl apply -f hack/demo/sink.yaml\n   %s", strings.TrimSpace(out))
 
-	d.stage(fmt.Sprintf("The operator creates the consumer and the Deployment, the pod runner starts 2 workers; %d more events arrive live", d.wantGood-backlog))
+	d.stage(fmt.Sprintf("The operator creates the consumer and the Deployment, the kubelet starts 2 worker containers; %d more events arrive live", d.wantGood-backlog))
 	pubDone := make(chan error, 1)
 	go func() {
 		pubDone <- d.publish(ctx, rng, d.wantGood-backlog, d.wantPoison-d.wantPoison*3/4, 8, 12*time.Second)
@@ -222,8 +222,12 @@ func (d *demo) run(ctx context.Context) error {
 		sink, done := d.progress(ctx, publishing)
 		if !shownPods && sink != nil && sink.Status.ReadyReplicas == 2 {
 			shownPods = true
-			for _, p := range s.Runner.Pods(types.NamespacedName{Namespace: namespace, Name: sinkName}) {
-				d.info("worker pod %s: pid %d, metrics on %s, ready=%v", p.Name, p.PID, p.MetricsAddr, p.Ready)
+			pods, err := s.Pods(ctx, types.NamespacedName{Namespace: namespace, Name: sinkName})
+			if err != nil {
+				return err
+			}
+			for _, p := range pods {
+				d.info("worker pod %s: container %.25s…, metrics on %s, ready=%v", p.Name, strings.TrimPrefix(p.ContainerID, "containerd://"), p.MetricsURL(), p.Ready)
 			}
 		}
 		if done {
@@ -235,9 +239,12 @@ func (d *demo) run(ctx context.Context) error {
 		}
 	}
 
-	d.stage("What the user sees: kubectl get sinks, the Deployment, its pods and the metrics Service's endpoints")
+	d.stage("What the user sees: kubectl get sinks, the node, the Deployments, the pods, the metrics Service's endpoints and the pods' own logs")
 	d.kubectl(ctx, "get", "sinks", "-n", namespace)
-	d.kubectl(ctx, "get", "deployment,pods,service,endpointslices", "-n", namespace)
+	d.kubectl(ctx, "get", "nodes,pods", "-A", "-o", "wide")
+	d.kubectl(ctx, "get", "deployment,service,endpointslices,pdb", "-n", namespace)
+	d.kubectl(ctx, "logs", "-n", namespace, "deploy/"+sinkName, "--tail=4")
+	d.kubectl(ctx, "logs", "-n", stack.ManagerNamespace, "deploy/"+stack.ManagerDeployment, "--tail=3")
 	d.showMetrics(ctx)
 
 	d.stage("The Parquet objects under their Hive-style keys")
@@ -480,12 +487,12 @@ func (d *demo) keepFiles(out string) error {
 		return err
 	}
 	_ = os.RemoveAll(filepath.Join(dst, ".sgwtmp")) // versitygw's staging dir
-	// The logs of the operator, the workers and the pod runner, too.
+	// The logs of the pods (saved as they drained) and of the cluster's
+	// host processes, too.
 	_ = os.RemoveAll(filepath.Join(out, "logs"))
 	if err := os.CopyFS(filepath.Join(out, "logs"), os.DirFS(d.stack.LogDir)); err != nil {
 		return err
 	}
-	_ = os.RemoveAll(filepath.Join(out, "logs", "tmp")) // the workers' scratch dirs
 	return os.RemoveAll(d.stack.Dir)
 }
 

@@ -25,6 +25,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"debug/elf"
 	"errors"
 	"fmt"
 	"io"
@@ -143,6 +144,11 @@ func Product(o ProductOptions) (Image, error) {
 	ref, err := qualify(o.Ref, DefaultProductRef)
 	if err != nil {
 		return Image{}, err
+	}
+	for _, bin := range []string{o.Manager, o.Worker} {
+		if err := static(bin); err != nil {
+			return Image{}, fmt.Errorf("product image: %w", err)
+		}
 	}
 	files := []file{
 		{name: "usr/local/bin/manager", mode: 0o755, src: o.Manager},
@@ -378,4 +384,27 @@ func tarLayer(files []file) ([]byte, error) {
 		return nil, err
 	}
 	return buf.Bytes(), nil
+}
+
+// static refuses a dynamically linked executable: the image has no libc,
+// and its container would fail with a bare "no such file or directory".
+// Anything that is not a readable ELF file (the tests' stand-ins) passes.
+func static(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if !bytes.HasPrefix(b, []byte(elf.ELFMAG)) {
+		return nil
+	}
+	f, err := elf.NewFile(bytes.NewReader(b))
+	if err != nil {
+		return nil // not an executable we can read; the container will say
+	}
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return fmt.Errorf("%s is dynamically linked: build it with CGO_ENABLED=0 (make build does)", path)
+		}
+	}
+	return nil
 }

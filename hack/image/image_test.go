@@ -400,3 +400,19 @@ func TestWriteRejectsARefTwice(t *testing.T) {
 		t.Errorf("a failed Write left %s: %v", archive, err)
 	}
 }
+
+// A dynamically linked binary would fail in the container with a bare
+// "exec /usr/local/bin/manager: no such file or directory"; the build
+// refuses it and says how to build it.
+func TestProductRefusesDynamicBinary(t *testing.T) {
+	dynamic := "/bin/true" // Debian's coreutils are dynamically linked
+	f, err := elf.Open(dynamic)
+	if err != nil {
+		t.Skipf("no ELF %s here: %v", dynamic, err)
+	}
+	f.Close()
+	_, err = Product(ProductOptions{Manager: dynamic, Worker: dynamic})
+	if err == nil || !strings.Contains(err.Error(), "dynamically linked") || !strings.Contains(err.Error(), "CGO_ENABLED=0") {
+		t.Fatalf("Product of a dynamically linked binary: %v, want a refusal naming CGO_ENABLED=0", err)
+	}
+}

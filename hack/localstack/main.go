@@ -65,7 +65,8 @@ localstack is up. In another shell:
 
   sed -e 's|${NATS_URL}|{NATS}|' -e 's|${S3_ENDPOINT}|{S3}|' hack/demo/sink.yaml | kubectl apply -f -
 
-  Logs: {LOGS} (manager.log, podrunner.log, versitygw.log, one per worker pod)
+  Logs: kubectl logs (the manager: -n jetsink-system deploy/jetsink); the host
+  processes (kubelet, containerd, the control plane, versitygw) in {LOGS}
 
 Press Ctrl-C to stop everything.
 `))

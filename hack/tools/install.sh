@@ -23,6 +23,10 @@ spec() {
   case "$1" in
     kube-apiserver) echo ".|k8s.io/kubernetes|k8s.io/kubernetes/cmd/kube-apiserver" ;;
     kubectl)        echo ".|k8s.io/kubernetes|k8s.io/kubernetes/cmd/kubectl" ;;
+    kube-controller-manager) echo ".|k8s.io/kubernetes|k8s.io/kubernetes/cmd/kube-controller-manager" ;;
+    kube-scheduler) echo ".|k8s.io/kubernetes|k8s.io/kubernetes/cmd/kube-scheduler" ;;
+    kubelet)        echo ".|k8s.io/kubernetes|k8s.io/kubernetes/cmd/kubelet" ;;
+    kube-proxy)     echo ".|k8s.io/kubernetes|k8s.io/kubernetes/cmd/kube-proxy" ;;
     etcd)           echo ".|go.etcd.io/etcd/server/v3|go.etcd.io/etcd/server/v3" ;;
     controller-gen) echo ".|sigs.k8s.io/controller-tools|sigs.k8s.io/controller-tools/cmd/controller-gen" ;;
     helm)           echo "helm|helm.sh/helm/v3|helm.sh/helm/v3/cmd/helm" ;;
@@ -40,11 +44,20 @@ for tool in "$@"; do
   moddir="$here/$dir"
   version=$(cd "$moddir" && go list -m -f '{{.Version}}' "$module")
   name="$binary-$version"
+  ldflags=""
+  if [ "$module" = k8s.io/kubernetes ]; then
+    # Stamp the version: unstamped builds report v0.0.0-master+$Format:%H$,
+    # which breaks `kubectl version` and charts with a kubeVersion
+    # constraint. "-stamped" keys the cache apart from unstamped builds.
+    IFS=. read -r major minor _ <<<"${version#v}"
+    ldflags="-X k8s.io/component-base/version.gitVersion=$version -X k8s.io/component-base/version.gitMajor=$major -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
+    name="$name-stamped"
+  fi
   if [ ! -x "$cache/$name" ]; then
     echo "install.sh: building $binary $version (first use; cached in $cache)" >&2
     # -trimpath and no VCS stamping keep the build reproducible; CGO off gives
     # static binaries that run anywhere on this machine.
-    (cd "$moddir" && CGO_ENABLED=0 go build -trimpath -o "$cache/$name.tmp" "$pkg")
+    (cd "$moddir" && CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$cache/$name.tmp" "$pkg")
     mv "$cache/$name.tmp" "$cache/$name"
   fi
   if [ ! -x "$bin/$name" ]; then

@@ -15,7 +15,6 @@ import (
 	"k8s.io/utils/ptr"
 
 	jetsinkv1 "github.com/jetsink/jetsink/api/v1alpha1"
-	"github.com/jetsink/jetsink/hack/localstack/podrunner"
 	"github.com/jetsink/jetsink/hack/localstack/stack"
 )
 
@@ -95,7 +94,7 @@ func TestScaleWhileEventsFlow(t *testing.T) {
 	}
 	e.waitReady("events", 4)
 	time.Sleep(2 * time.Second)
-	before := len(st.Runner.Events())
+	before := len(st.PodEvents())
 	if _, err := kubectl(t, "patch", "-n", e.ns, "warehousesink/events", "--type=merge", "-p", `{"spec":{"replicas":1}}`); err != nil {
 		t.Fatal(err)
 	}
@@ -104,23 +103,19 @@ func TestScaleWhileEventsFlow(t *testing.T) {
 	close(stop)
 	wg.Wait()
 
-	// The three drained workers exited by themselves, with status 0.
-	var exits []podrunner.Event
-	for _, ev := range st.Runner.Events()[before:] {
-		if ev.Deployment == key && ev.Type == "Exited" {
+	// The three drained workers exited by themselves, with status 0, as
+	// the kubelet reported their containers.
+	var exits []stack.PodEvent
+	for _, ev := range podEvents(key, before) {
+		switch ev.Type {
+		case "Exited":
 			exits = append(exits, ev)
-		}
-		if ev.Deployment == key && ev.Type == "Killed" {
+		case "Killed":
 			t.Errorf("pod %s was killed: %s", ev.Pod, ev.Detail)
 		}
 	}
 	if len(exits) != 3 {
-		t.Errorf("scale-down 4→1: %d pods exited, want 3: %+v", len(exits), exits)
-	}
-	for _, ev := range exits {
-		if !strings.HasPrefix(ev.Detail, "exit status 0") {
-			t.Errorf("pod %s did not drain cleanly: %s", ev.Pod, ev.Detail)
-		}
+		t.Errorf("scale-down 4→1: %d containers exited, want 3: %+v", len(exits), exits)
 	}
 	dupes := e.waitAllWritten(p, 60*time.Second)
 	t.Logf("%d events published while scaling 2→4→1; none lost, %d duplicate rows", p.published(), dupes)
@@ -129,9 +124,12 @@ func TestScaleWhileEventsFlow(t *testing.T) {
 	}
 }
 
-// kill -9 of a worker holding open batches: its events are redelivered
-// after AckWait and written by the others (or its restart); nothing is lost
-// and the duplicates are bounded by what it held.
+// kill -9 of a worker holding open batches, twice: once through the
+// container runtime (the kubelet restarts the container) and once with
+// `kubectl delete pod --grace-period=0 --force` (the ReplicaSet makes a new
+// pod). The events they held are redelivered after AckWait and written by
+// the others or the replacements; nothing is lost and the duplicates are
+// bounded by what the victims held.
 func TestKillNineLosesNothing(t *testing.T) {
 	e := newEnv(t, "kill")
 	s := e.sink("events", 2)
@@ -142,48 +140,67 @@ func TestKillNineLosesNothing(t *testing.T) {
 	s.Spec.Source.AckWait = &metav1.Duration{Duration: 8 * time.Second}
 	e.create(s)
 	e.waitReady("events", 2)
-	key := e.key("events")
 
 	p := &publisher{e: e, prefix: "kill"}
-	p.publish(4000)
-	// Wait until the victim holds events it has not written.
-	var victim podrunner.PodInfo
 	var inFlight float64
-	eventually(t, 10*time.Second, "a worker holding unwritten events", func() (bool, string) {
-		for _, pod := range st.Runner.Pods(key) {
-			m, err := stack.Scrape(t.Context(), "http://"+pod.MetricsAddr+"/metrics")
-			if err != nil {
-				continue
-			}
-			held := m["jetsink_events_received_total"] - m["jetsink_events_acked_total"] - m["jetsink_events_dead_lettered_total"]
-			if held > 0 {
-				victim, inFlight = pod, held
-				return true, ""
-			}
-		}
-		return false, "no worker holds events"
-	})
-	name, err := st.Runner.Kill(key, func([]podrunner.PodInfo) string { return victim.Name })
-	if err != nil {
+	p.publish(4000)
+	victim, held := e.holdingWorker("events")
+	if err := st.KillContainer(t.Context(), victim); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("SIGKILLed %s holding %.0f unwritten events", name, inFlight)
-	p.publish(2000)
-
-	dupes := e.waitAllWritten(p, 60*time.Second)
-	t.Logf("%d events, none lost; %d duplicate rows (the killed worker held %.0f)", p.published(), dupes, inFlight)
-	if float64(dupes) > inFlight {
-		t.Errorf("%d duplicates, more than the %.0f events in flight at the kill", dupes, inFlight)
-	}
-	// The pod runner restarted it, as a kubelet restarts a container.
-	eventually(t, 30*time.Second, "the killed pod restarted and ready", func() (bool, string) {
-		for _, pod := range st.Runner.Pods(key) {
-			if pod.Name == name {
+	inFlight += held
+	t.Logf("SIGKILLed the container of %s (through containerd) holding %.0f unwritten events", victim.Name, held)
+	// The kubelet restarts it, as it restarts any container that dies.
+	eventually(t, 30*time.Second, "the killed container restarted and ready", func() (bool, string) {
+		for _, pod := range e.pods("events") {
+			if pod.Name == victim.Name {
 				return pod.Restarts >= 1 && pod.Ready, fmt.Sprintf("%+v", pod)
 			}
 		}
 		return false, "pod gone"
 	})
+
+	p.publish(4000)
+	victim, held = e.holdingWorker("events")
+	if out, err := kubectl(t, "delete", "pod", "-n", e.ns, victim.Name, "--grace-period=0", "--force"); err != nil {
+		t.Fatal(err)
+	} else {
+		t.Log(strings.TrimSpace(out))
+	}
+	inFlight += held
+	t.Logf("force-deleted %s holding %.0f unwritten events", victim.Name, held)
+	p.publish(2000)
+
+	dupes := e.waitAllWritten(p, 90*time.Second)
+	t.Logf("%d events, none lost; %d duplicate rows (the killed workers held %.0f)", p.published(), dupes, inFlight)
+	if float64(dupes) > inFlight {
+		t.Errorf("%d duplicates, more than the %.0f events in flight at the kills", dupes, inFlight)
+	}
+	e.waitReady("events", 2)
+}
+
+// holdingWorker waits for a worker pod that holds events it has not
+// written, read from its own metrics.
+func (e *env) holdingWorker(name string) (victim stack.Pod, held float64) {
+	e.t.Helper()
+	eventually(e.t, 15*time.Second, "a worker holding unwritten events", func() (bool, string) {
+		for _, pod := range e.pods(name) {
+			if !pod.Ready || pod.Terminating {
+				continue
+			}
+			m, err := stack.Scrape(e.t.Context(), pod.MetricsURL())
+			if err != nil {
+				continue
+			}
+			h := m["jetsink_events_received_total"] - m["jetsink_events_acked_total"] - m["jetsink_events_dead_lettered_total"]
+			if h > 0 {
+				victim, held = pod, h
+				return true, ""
+			}
+		}
+		return false, "no worker holds events"
+	})
+	return victim, held
 }
 
 // Changing shutdownTimeout rolls the Deployment; the new pods carry the new
@@ -194,7 +211,7 @@ func TestShutdownTimeoutChangeRolls(t *testing.T) {
 	e.create(e.sink("events", 2))
 	e.waitReady("events", 2)
 	key := e.key("events")
-	oldPods := st.Runner.Pods(key)
+	oldPods := e.pods("events")
 	wantOld := 5*time.Second + 15*time.Second // shutdownTimeout + the operator's margin
 	for _, pod := range oldPods {
 		if pod.GracePeriod != wantOld {
@@ -204,7 +221,7 @@ func TestShutdownTimeoutChangeRolls(t *testing.T) {
 	p := &publisher{e: e, prefix: "roll"}
 	p.publish(2000)
 
-	before := len(st.Runner.Events())
+	before := len(st.PodEvents())
 	if _, err := kubectl(t, "patch", "-n", e.ns, "warehousesink/events", "--type=merge", "-p", `{"spec":{"shutdownTimeout":"9s"}}`); err != nil {
 		t.Fatal(err)
 	}
@@ -218,7 +235,7 @@ func TestShutdownTimeoutChangeRolls(t *testing.T) {
 	})
 	e.waitReady("events", 2)
 	p.publish(2000)
-	newPods := st.Runner.Pods(key)
+	newPods := e.pods("events")
 	for _, pod := range newPods {
 		if pod.GracePeriod != 24*time.Second {
 			t.Errorf("new pod %s grace %s, want 24s", pod.Name, pod.GracePeriod)
@@ -230,11 +247,11 @@ func TestShutdownTimeoutChangeRolls(t *testing.T) {
 		}
 	}
 	var terms []string
-	for _, ev := range st.Runner.Events()[before:] {
-		if ev.Deployment == key && ev.Type == "Terminating" {
+	for _, ev := range podEvents(key, before) {
+		switch ev.Type {
+		case "Terminating":
 			terms = append(terms, ev.Pod+": "+ev.Detail)
-		}
-		if ev.Deployment == key && ev.Type == "Killed" {
+		case "Killed":
 			t.Errorf("pod %s killed during the roll: %s", ev.Pod, ev.Detail)
 		}
 	}
@@ -251,14 +268,14 @@ func TestShutdownTimeoutChangeRolls(t *testing.T) {
 	}
 
 	// A new pod stopped now gets the new grace period.
-	before = len(st.Runner.Events())
+	before = len(st.PodEvents())
 	if _, err := kubectl(t, "scale", "-n", e.ns, "warehousesink/events", "--replicas=1"); err != nil {
 		t.Fatal(err)
 	}
 	e.waitReady("events", 1)
 	terms = nil
-	for _, ev := range st.Runner.Events()[before:] {
-		if ev.Deployment == key && ev.Type == "Terminating" {
+	for _, ev := range podEvents(key, before) {
+		if ev.Type == "Terminating" {
 			terms = append(terms, ev.Detail)
 		}
 	}
@@ -281,17 +298,17 @@ func TestDeleteSinkRetainsConsumerAndBucket(t *testing.T) {
 	time.Sleep(time.Second) // let the last ACKs land before the sink goes
 	keysBefore := e.keys()
 
-	before := len(st.Runner.Events())
+	before := len(st.PodEvents())
 	if _, err := kubectl(t, "delete", "-n", e.ns, "warehousesink/events", "--wait=true"); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 30*time.Second, "every worker stopped", func() (bool, string) {
-		pods := st.Runner.Pods(key)
+		pods := e.pods("events")
 		return len(pods) == 0, fmt.Sprintf("%+v", pods)
 	})
 	var exits []string
-	for _, ev := range st.Runner.Events()[before:] {
-		if ev.Deployment == key && (ev.Type == "Exited" || ev.Type == "Killed") {
+	for _, ev := range podEvents(key, before) {
+		if ev.Type == "Exited" || ev.Type == "Killed" {
 			exits = append(exits, ev.Type+" "+ev.Detail)
 		}
 	}
@@ -299,7 +316,7 @@ func TestDeleteSinkRetainsConsumerAndBucket(t *testing.T) {
 		t.Errorf("%d worker exits, want 2: %v", len(exits), exits)
 	}
 	for _, x := range exits {
-		if !strings.HasPrefix(x, "Exited exit status 0") {
+		if !strings.HasPrefix(x, "Exited exit code 0") {
 			t.Errorf("worker did not drain cleanly: %s", x)
 		}
 	}
@@ -369,8 +386,8 @@ func TestBadInput(t *testing.T) {
 		// Give any worker time to cut and try a batch (maxAge 2s) before
 		// checking that nothing was ACKed or written.
 		time.Sleep(4 * time.Second)
-		live, _ := running(e.key("wrongcreds"))
-		t.Logf("%d worker processes running for the degraded sink", live)
+		live, _ := e.running("wrongcreds")
+		t.Logf("%d worker containers running for the degraded sink", live)
 		info := e.consumerInfo("wrongcreds")
 		if info.AckFloor.Stream != 0 {
 			t.Errorf("consumer ACK floor is at stream sequence %d: something was ACKed", info.AckFloor.Stream)

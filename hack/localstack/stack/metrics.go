@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"sort"
 	"strconv"
@@ -12,8 +13,6 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-
-	"github.com/jetsink/jetsink/hack/localstack/podrunner"
 )
 
 // Scrape reads a Prometheus text endpoint and returns each metric's value,
@@ -65,9 +64,9 @@ type Endpoint struct {
 }
 
 // ScrapeService scrapes /metrics on every endpoint of a Service, found
-// through its EndpointSlices as Prometheus discovers them. The pod runner's
-// slices name each pod by a local FQDN and carry the real (loopback) address
-// in an annotation.
+// through its EndpointSlices as Prometheus discovers them: the real
+// EndpointSlice controller's pod addresses, which the host reaches over the
+// pod bridge.
 func (s *Stack) ScrapeService(ctx context.Context, namespace, service string) ([]Endpoint, error) {
 	var slices discoveryv1.EndpointSliceList
 	if err := s.Client.List(ctx, &slices, client.InNamespace(namespace),
@@ -76,13 +75,12 @@ func (s *Stack) ScrapeService(ctx context.Context, namespace, service string) ([
 	}
 	var out []Endpoint
 	for _, sl := range slices.Items {
-		host := sl.Annotations[podrunner.HostAddressAnnotation]
-		if host == "" {
-			return nil, fmt.Errorf("EndpointSlice %s has no %s annotation", sl.Name, podrunner.HostAddressAnnotation)
-		}
 		for _, ep := range sl.Endpoints {
+			if len(ep.Addresses) == 0 || !ptr.Deref(ep.Conditions.Ready, false) {
+				continue
+			}
 			for _, port := range sl.Ports {
-				url := fmt.Sprintf("http://%s:%d/metrics", host, ptr.Deref(port.Port, 0))
+				url := "http://" + net.JoinHostPort(ep.Addresses[0], strconv.Itoa(int(ptr.Deref(port.Port, 0)))) + "/metrics"
 				m, err := Scrape(ctx, url)
 				if err != nil {
 					return nil, err

@@ -1,10 +1,14 @@
 // Package stack starts jetsink's local stack — everything DESIGN.md lists
-// under "Real components", on loopback and in one directory — and stops it
-// again: etcd and kube-apiserver (the hack/tools binaries, through envtest)
-// with the WarehouseSink CRD installed, a NATS JetStream server with a file
-// store (in-process), versitygw with its posix backend (objects are plain
-// files under <dir>/s3/<bucket>/), the operator's manager as its own process,
-// and the pod runner that stands in for a kubelet.
+// under "Real components" — and stops it again: a real single-node
+// Kubernetes (package hack/cluster: etcd, the control plane, containerd and
+// a kubelet), the product's image built from bin/manager and bin/sinkworker
+// (package hack/image) and imported into containerd, a NATS JetStream
+// server with a file store (in-process) and versitygw with its posix
+// backend (objects are plain files under <dir>/s3/<bucket>/), both on the
+// cluster's host address where pods reach them, and the operator installed
+// as users install it: `helm install` of charts/jetsink, so the manager runs
+// as a pod under the chart's ServiceAccount and RBAC, and every sink's
+// workers run as real containers.
 //
 // The localstack command, the demo and the end-to-end tests all start the
 // stack through Start; nothing in the product imports it.
@@ -15,35 +19,34 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-	"github.com/go-logr/logr"
 	"github.com/nats-io/nats-server/v2/server"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
-	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	jetsinkv1 "github.com/jetsink/jetsink/api/v1alpha1"
-	"github.com/jetsink/jetsink/hack/localstack/podrunner"
+	"github.com/jetsink/jetsink/controllers/workload"
+	"github.com/jetsink/jetsink/hack/cluster"
+	"github.com/jetsink/jetsink/hack/image"
+	"github.com/jetsink/jetsink/hack/proc"
 	"github.com/jetsink/jetsink/internal/reporoot"
 )
 
@@ -54,19 +57,29 @@ const (
 	S3Region    = "us-east-1"
 )
 
+// What the chart is installed as.
+const (
+	Release          = "jetsink"
+	ManagerNamespace = "jetsink-system"
+	// ManagerDeployment is the chart's manager Deployment for Release.
+	ManagerDeployment = "jetsink"
+)
+
 // Options configure Start. Zero values are sensible defaults.
 type Options struct {
-	// RepoRoot holds go.mod, bin/ and config/; default: found from the
+	// RepoRoot holds go.mod, bin/ and charts/; default: found from the
 	// working directory.
 	RepoRoot string
 	// Dir holds everything the stack writes (kubeconfig, logs, the NATS
 	// store, the S3 files); default: a new temp dir, removed by Stop.
 	Dir string
 	// ManagerBinary and WorkerBinary default to bin/manager and
-	// bin/sinkworker (built by `make build`).
+	// bin/sinkworker (built by `make build`); both go into the image.
 	ManagerBinary, WorkerBinary string
 	// StatusRefresh is the manager's --status-refresh; default 2s.
 	StatusRefresh time.Duration
+	// HelmArgs are added to the chart's `helm install`.
+	HelmArgs []string
 	// Progress receives one line per stage; default discards.
 	Progress io.Writer
 }
@@ -75,27 +88,27 @@ type Options struct {
 type Stack struct {
 	// Dir holds the stack's files; Kubeconfig is the admin kubeconfig in it.
 	Dir, Kubeconfig string
-	// LogDir holds manager.log, versitygw.log and one log per worker pod.
+	// LogDir holds the host processes' logs (the cluster's components,
+	// versitygw); the pods' logs are the kubelet's (kubectl logs).
 	LogDir string
-	// NATSURL is the JetStream server's client URL.
-	NATSURL string
-	// S3URL is versitygw's endpoint (path-style); S3Dir its posix root, one
-	// directory per bucket.
-	S3URL, S3Dir string
+	// NATSURL is the JetStream server's client URL, S3URL versitygw's
+	// endpoint (path-style): both on the cluster's host address, the URLs
+	// a sink names. S3Dir is versitygw's posix root, one directory per
+	// bucket.
+	NATSURL, S3URL, S3Dir string
+	// Image is the product image the manager and the workers run.
+	Image string
 	// Config and Client talk to the API server as an admin.
 	Config *rest.Config
 	Client client.Client
-	// Runner is the pod runner.
-	Runner *podrunner.Runner
+	// Cluster is the Kubernetes the stack runs on.
+	Cluster *cluster.Cluster
 
-	opts       Options
-	removeDir  bool
-	env        *envtest.Environment
-	nats       *server.Server
-	procs      []*proc // started in order; stopped in reverse
-	stopRunner context.CancelFunc
-	runnerDone chan struct{}
-	closers    []io.Closer
+	opts      Options
+	removeDir bool
+	nats      *server.Server
+	procs     []*proc.Proc // host processes, stopped in reverse
+	pods      *podWatch
 }
 
 // Scheme knows the built-in kinds and WarehouseSink.
@@ -106,10 +119,13 @@ func Scheme() *runtime.Scheme {
 	return s
 }
 
+// Available says why the stack cannot run on this machine (no root, no
+// containerd...), or nil.
+func Available() error { return cluster.Check() }
+
 // Start starts every component, in dependency order. On error, what was
 // started is stopped again.
 func Start(ctx context.Context, opts Options) (s *Stack, err error) {
-	logf.SetLogger(logr.Discard()) // envtest logs only to say it started
 	if opts.RepoRoot == "" {
 		if opts.RepoRoot, err = reporoot.Find(); err != nil {
 			return nil, err
@@ -128,8 +144,8 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 	if opts.Progress == nil {
 		opts.Progress = io.Discard
 	}
-	for _, b := range []string{opts.ManagerBinary, opts.WorkerBinary, filepath.Join(bin, "kube-apiserver"),
-		filepath.Join(bin, "etcd"), filepath.Join(bin, "versitygw")} {
+	for _, b := range []string{opts.ManagerBinary, opts.WorkerBinary, filepath.Join(bin, "helm"),
+		filepath.Join(bin, "kubectl"), filepath.Join(bin, "versitygw")} {
 		if _, err := os.Stat(b); err != nil {
 			return nil, fmt.Errorf("localstack: %s is missing: run `make build tools` first", b)
 		}
@@ -152,44 +168,37 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 		}
 	}()
 
-	s.progress("starting etcd and kube-apiserver (envtest) with the WarehouseSink CRD")
-	if err := s.startAPIServer(); err != nil {
-		return s, err
-	}
-	s.progress("starting NATS JetStream (file store)")
-	if err := s.startNATS(); err != nil {
-		return s, err
-	}
-	s.progress("starting versitygw (S3, posix backend)")
-	if err := s.startS3(ctx, filepath.Join(bin, "versitygw")); err != nil {
-		return s, err
-	}
-	s.progress("starting the operator (bin/manager)")
-	if err := s.startManager(ctx); err != nil {
-		return s, err
-	}
-	s.progress("starting the pod runner (stands in for a kubelet)")
-	runnerLog, err := os.Create(filepath.Join(s.LogDir, "podrunner.log"))
+	s.progress("building the images from bin/manager and bin/sinkworker")
+	archive := filepath.Join(s.Dir, "images.tar")
+	written, err := image.Build(ctx, archive, image.ProductOptions{Manager: opts.ManagerBinary, Worker: opts.WorkerBinary},
+		image.PauseOptions{BuildDir: filepath.Join(s.Dir, "image-build")})
 	if err != nil {
 		return s, err
 	}
-	s.closers = append(s.closers, runnerLog)
-	s.Runner = podrunner.New(podrunner.Options{
-		Logger:   Logger(runnerLog),
-		Client:   s.Client,
-		Commands: map[string]string{"sinkworker": opts.WorkerBinary},
-		LogDir:   s.LogDir,
-		// No instance metadata service on this host: the AWS SDK would
-		// otherwise wait for one when a sink names no S3 credentials.
-		ExtraEnv: []string{"AWS_EC2_METADATA_DISABLED=true"},
-		Interval: 250 * time.Millisecond,
+	s.Image = written[0].Ref
+	s.progress("starting a single-node Kubernetes (control plane, containerd, kubelet)")
+	s.Cluster, err = cluster.Start(ctx, cluster.Options{
+		BinDir: bin, LogDir: s.LogDir, Images: []string{archive},
+		SandboxImage: written[1].Ref, Progress: opts.Progress,
 	})
-	rctx, cancel := context.WithCancel(context.Background())
-	s.stopRunner, s.runnerDone = cancel, make(chan struct{})
-	go func() {
-		defer close(s.runnerDone)
-		s.Runner.Run(rctx)
-	}()
+	if err != nil {
+		return s, err
+	}
+	if err := s.connect(); err != nil {
+		return s, err
+	}
+	s.progress("starting NATS JetStream (file store) on " + cluster.HostIP)
+	if err := s.startNATS(); err != nil {
+		return s, err
+	}
+	s.progress("starting versitygw (S3, posix backend) on " + cluster.HostIP)
+	if err := s.startS3(ctx, filepath.Join(bin, "versitygw")); err != nil {
+		return s, err
+	}
+	s.progress("helm install of charts/jetsink (the manager runs as a pod)")
+	if err := s.installChart(ctx); err != nil {
+		return s, err
+	}
 	return s, nil
 }
 
@@ -197,41 +206,29 @@ func (s *Stack) progress(msg string) {
 	fmt.Fprintf(s.opts.Progress, "localstack: %s\n", msg)
 }
 
-func (s *Stack) startAPIServer() error {
-	s.env = &envtest.Environment{
-		BinaryAssetsDirectory: filepath.Join(s.opts.RepoRoot, "bin"),
-		CRDDirectoryPaths:     []string{filepath.Join(s.opts.RepoRoot, "config", "crd", "bases")},
-		ErrorIfCRDPathMissing: true,
-		Scheme:                Scheme(),
-	}
-	s.env.ControlPlaneStartTimeout = time.Minute
-	cfg, err := s.env.Start()
-	if err != nil {
-		_ = s.env.Stop() // a refused CRD fails Start with the servers running
-		s.env = nil
-		return fmt.Errorf("localstack: start the API server: %w", err)
-	}
-	user, err := s.env.AddUser(envtest.User{Name: "admin", Groups: []string{"system:masters"}}, nil)
+func (s *Stack) connect() error {
+	kc, err := os.ReadFile(s.Cluster.Kubeconfig)
 	if err != nil {
 		return err
 	}
-	kc, err := user.KubeConfig()
-	if err != nil {
-		return err
-	}
+	// The cluster's kubeconfig points into its own directory, removed at
+	// Stop; the stack's copy embeds nothing but paths that live as long.
 	s.Kubeconfig = filepath.Join(s.Dir, "kubeconfig")
 	if err := os.WriteFile(s.Kubeconfig, kc, 0o600); err != nil {
 		return err
 	}
-	s.Config = cfg
+	s.Config = rest.CopyConfig(s.Cluster.Config)
 	s.Config.QPS, s.Config.Burst = 200, 400
-	s.Client, err = client.New(s.Config, client.Options{Scheme: Scheme()})
+	if s.Client, err = client.New(s.Config, client.Options{Scheme: Scheme()}); err != nil {
+		return err
+	}
+	s.pods, err = watchPods(s.Config)
 	return err
 }
 
 func (s *Stack) startNATS() error {
 	ns, err := server.NewServer(&server.Options{
-		Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true,
+		Host: cluster.HostIP, Port: server.RANDOM_PORT, JetStream: true,
 		StoreDir: filepath.Join(s.Dir, "nats"), NoSigs: true, NoLog: true,
 	})
 	if err != nil {
@@ -252,18 +249,19 @@ func (s *Stack) startS3(ctx context.Context, bin string) error {
 	if err := os.MkdirAll(s.S3Dir, 0o755); err != nil {
 		return err
 	}
-	port, err := FreePort()
+	port, err := freePort(cluster.HostIP)
 	if err != nil {
 		return err
 	}
-	addr := "127.0.0.1:" + strconv.Itoa(port)
-	p, err := s.startProc("versitygw", bin, []string{"--access", S3AccessKey, "--secret", S3SecretKey,
+	addr := net.JoinHostPort(cluster.HostIP, strconv.Itoa(port))
+	p, err := proc.Start("versitygw", s.LogDir, bin, []string{"--access", S3AccessKey, "--secret", S3SecretKey,
 		"--region", S3Region, "--port", addr, "--quiet", "posix", s.S3Dir}, nil, 5*time.Second)
 	if err != nil {
 		return err
 	}
+	s.procs = append(s.procs, p)
 	s.S3URL = "http://" + addr
-	return p.waitFor(ctx, 20*time.Second, func() bool {
+	return p.WaitFor(ctx, 20*time.Second, func() bool {
 		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
 		if err == nil {
 			c.Close()
@@ -272,38 +270,64 @@ func (s *Stack) startS3(ctx context.Context, bin string) error {
 	})
 }
 
-func (s *Stack) startManager(ctx context.Context) error {
-	probe, err := FreePort()
-	if err != nil {
-		return err
+// installChart installs charts/jetsink as a user would, with the image
+// imported into containerd (it cannot be pulled: the pods reach no
+// registry) and the stack's status refresh.
+func (s *Stack) installChart(ctx context.Context) error {
+	repo, tag, _ := strings.Cut(s.Image, ":")
+	args := append([]string{"install", Release, filepath.Join(s.opts.RepoRoot, "charts", "jetsink"),
+		"--namespace", ManagerNamespace, "--create-namespace",
+		"--set", "image.repository=" + repo, "--set", "image.tag=" + tag,
+		"--set", "image.pullPolicy=Never",
+		"--set", "statusRefresh=" + s.opts.StatusRefresh.String(),
+		"--wait", "--timeout", "3m"}, s.opts.HelmArgs...)
+	if _, err := s.Helm(ctx, args...); err != nil {
+		return fmt.Errorf("localstack: %w; the manager's log:\n%s", err, s.managerLog(ctx))
 	}
-	probeAddr := "127.0.0.1:" + strconv.Itoa(probe)
-	p, err := s.startProc("manager", s.opts.ManagerBinary, []string{
-		"--metrics-bind-address=0",
-		"--health-probe-bind-address=" + probeAddr,
-		"--status-refresh=" + s.opts.StatusRefresh.String(),
-		"--worker-image=jetsink/sinkworker:local",
-	}, []string{"KUBECONFIG=" + s.Kubeconfig}, 10*time.Second)
-	if err != nil {
-		return err
-	}
-	return p.waitFor(ctx, 30*time.Second, func() bool { return httpOK("http://" + probeAddr + "/readyz") })
+	return nil
 }
 
-// Stop stops everything Start started, in reverse order: the workers first
-// (they drain into NATS and S3), then the operator, S3, NATS and the API
-// server. The stack's directory is removed unless Options.Dir named it.
+func (s *Stack) managerLog(ctx context.Context) string {
+	out, _ := s.Kubectl(ctx, nil, "logs", "-n", ManagerNamespace, "deploy/"+ManagerDeployment, "--tail=30")
+	return out
+}
+
+// Helm runs bin/helm against the stack, with its caches in the stack's
+// directory.
+func (s *Stack) Helm(ctx context.Context, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, filepath.Join(s.opts.RepoRoot, "bin", "helm"), args...)
+	h := filepath.Join(s.Dir, "helm")
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+s.Kubeconfig,
+		"HELM_CACHE_HOME="+h+"/cache", "HELM_CONFIG_HOME="+h+"/config", "HELM_DATA_HOME="+h+"/data")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("helm %s: %w: %s", strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
+
+// Stop stops everything Start started. The workers go first, drained as
+// a user's would be: the operator is scaled to 0 (so it recreates
+// nothing), the worker Deployments are deleted and their pods get their
+// grace period to flush into S3 and ACK. Then the cluster, versitygw and
+// NATS. The stack's directory is removed unless Options.Dir named it.
 func (s *Stack) Stop() error {
 	var errs []error
-	if s.stopRunner != nil {
+	if s.Client != nil {
 		s.progress("stopping the workers (SIGTERM, then SIGKILL after their grace period)")
-		s.stopRunner()
-		<-s.runnerDone
-		s.stopRunner = nil
+		errs = append(errs, s.drainWorkers())
+	}
+	if s.pods != nil {
+		s.pods.stop()
+		s.pods = nil
+	}
+	if s.Cluster != nil {
+		errs = append(errs, s.Cluster.Stop())
+		s.Cluster = nil
 	}
 	for i := len(s.procs) - 1; i >= 0; i-- {
-		s.progress("stopping " + s.procs[i].name)
-		errs = append(errs, s.procs[i].stop())
+		s.progress("stopping " + s.procs[i].Name)
+		s.procs[i].Stop()
 	}
 	s.procs = nil
 	if s.nats != nil {
@@ -312,19 +336,99 @@ func (s *Stack) Stop() error {
 		s.nats.WaitForShutdown()
 		s.nats = nil
 	}
-	if s.env != nil {
-		s.progress("stopping kube-apiserver and etcd")
-		errs = append(errs, s.env.Stop())
-		s.env = nil
-	}
-	for _, c := range s.closers {
-		_ = c.Close()
-	}
-	s.closers = nil
 	if s.removeDir {
 		errs = append(errs, os.RemoveAll(s.Dir))
 	}
 	return errors.Join(errs...)
+}
+
+func (s *Stack) drainWorkers() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	mgr := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ManagerNamespace, Name: ManagerDeployment}}
+	err := s.Client.Patch(ctx, mgr, client.RawPatch(types.MergePatchType, []byte(`{"spec":{"replicas":0}}`)))
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("localstack: scale the operator to 0: %w", err)
+	}
+	// A manager still stopping would recreate what is deleted next.
+	if err := s.waitNoPods(ctx, client.InNamespace(ManagerNamespace),
+		client.MatchingLabels{"app.kubernetes.io/component": "manager"}); err != nil {
+		return err
+	}
+	workers := client.MatchingLabels{workload.LabelName: workload.WorkerName}
+	// The kubelet removes a pod's log with the pod: follow each worker's
+	// log to the end of its drain, into LogDir/pods.
+	followed := s.followLogs(ctx, workers)
+	defer followed()
+	var list appsv1.DeploymentList
+	if err := s.Client.List(ctx, &list, workers); err != nil {
+		return err
+	}
+	for i := range list.Items {
+		err := s.Client.Delete(ctx, &list.Items[i], client.PropagationPolicy(metav1.DeletePropagationBackground))
+		if err != nil && !apierrors.IsNotFound(err) {
+			return err
+		}
+	}
+	return s.waitNoPods(ctx, workers)
+}
+
+// followLogs writes each matching pod's log to LogDir/pods/<ns>_<pod>.log
+// until its container ends; the returned func waits for that (at most a
+// few seconds once the pods are gone).
+func (s *Stack) followLogs(ctx context.Context, opts ...client.ListOption) (wait func()) {
+	var pods corev1.PodList
+	if err := s.Client.List(ctx, &pods, opts...); err != nil {
+		return func() {}
+	}
+	dir := filepath.Join(s.LogDir, "pods")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return func() {}
+	}
+	var done []chan struct{}
+	for _, p := range pods.Items {
+		f, err := os.Create(filepath.Join(dir, p.Namespace+"_"+p.Name+".log"))
+		if err != nil {
+			continue
+		}
+		cmd := exec.CommandContext(ctx, filepath.Join(s.opts.RepoRoot, "bin", "kubectl"), "logs", "-f", "-n", p.Namespace, p.Name)
+		cmd.Env = append(os.Environ(), "KUBECONFIG="+s.Kubeconfig)
+		cmd.Stdout, cmd.Stderr = f, f
+		if err := cmd.Start(); err != nil {
+			f.Close()
+			continue
+		}
+		d := make(chan struct{})
+		done = append(done, d)
+		go func() { _ = cmd.Wait(); f.Close(); close(d) }()
+	}
+	return func() {
+		timeout := time.After(5 * time.Second)
+		for _, d := range done {
+			select {
+			case <-d:
+			case <-timeout:
+				return // ctx's end kills what is left
+			}
+		}
+	}
+}
+
+func (s *Stack) waitNoPods(ctx context.Context, opts ...client.ListOption) error {
+	for {
+		var pods corev1.PodList
+		if err := s.Client.List(ctx, &pods, opts...); err != nil {
+			return err
+		}
+		if len(pods.Items) == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("localstack: %d pods (%s...) still running: %w", len(pods.Items), pods.Items[0].Name, ctx.Err())
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
 
 // Kubectl runs bin/kubectl against the stack and returns its combined output.
@@ -371,103 +475,12 @@ func S3Secret(namespace, name, accessKey, secretKey string) *corev1.Secret {
 	}
 }
 
-// proc is a child process of the stack with its log file.
-type proc struct {
-	name    string
-	cmd     *exec.Cmd
-	exited  chan struct{}
-	err     error
-	grace   time.Duration
-	logPath string
-}
-
-func (s *Stack) startProc(name, bin string, args, env []string, grace time.Duration) (*proc, error) {
-	logPath := filepath.Join(s.LogDir, name+".log")
-	lf, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = lf, lf
-	// Own process group, and killed if this process dies without Stop.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		lf.Close()
-		return nil, fmt.Errorf("localstack: start %s: %w", name, err)
-	}
-	p := &proc{name: name, cmd: cmd, exited: make(chan struct{}), grace: grace, logPath: logPath}
-	go func() {
-		p.err = cmd.Wait()
-		lf.Close()
-		close(p.exited)
-	}()
-	s.procs = append(s.procs, p)
-	return p, nil
-}
-
-// waitFor polls ready until it holds, the process exits or the timeout.
-func (p *proc) waitFor(ctx context.Context, timeout time.Duration, ready func() bool) error {
-	deadline := time.Now().Add(timeout)
-	for !ready() {
-		select {
-		case <-p.exited:
-			return fmt.Errorf("localstack: %s exited: %v; its log:\n%s", p.name, p.err, tail(p.logPath, 30))
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("localstack: %s not ready after %s; its log:\n%s", p.name, timeout, tail(p.logPath, 30))
-		}
-	}
-	return nil
-}
-
-func (p *proc) stop() error {
-	select {
-	case <-p.exited:
-		return nil
-	default:
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.exited:
-	case <-time.After(p.grace):
-		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-		<-p.exited
-	}
-	return nil
-}
-
-func tail(path string, n int) string {
-	b, _ := os.ReadFile(path)
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-func httpOK(url string) bool {
-	c := http.Client{Timeout: time.Second}
-	resp, err := c.Get(url)
-	if err != nil {
-		return false
-	}
-	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
-}
-
-// FreePort returns a free loopback TCP port.
-func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+// freePort returns a free TCP port on host.
+func freePort(host string) (int, error) {
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		return 0, err
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
-
-// Logger is a slog logger for the stack's own components.
-func Logger(w io.Writer) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }
