@@ -315,8 +315,32 @@ func (e *env) waitReady(name string, replicas int) {
 type publisher struct {
 	e      *env
 	prefix string
-	mu     sync.Mutex
-	n      int
+	// padding adds a property of this many bytes to every event.
+	padding int
+	mu      sync.Mutex
+	n       int
+}
+
+// flow publishes 100 events every 100 ms until the returned stop is called;
+// stop waits for the last batch and may be called more than once.
+func (p *publisher) flow() (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(100 * time.Millisecond):
+				p.publish(100)
+			}
+		}
+	})
+	var once sync.Once
+	return func() {
+		once.Do(func() { close(done) })
+		wg.Wait()
+	}
 }
 
 var testApps = []string{"web", "ios", "android"}
@@ -334,6 +358,9 @@ func (p *publisher) publish(count int) {
 			"timestamp":  now.Add(-time.Duration(i%180) * time.Minute).Format(time.RFC3339Nano),
 			"user_id":    fmt.Sprintf("u%d", i%97),
 			"properties": map[string]any{"path": "/p/" + fmt.Sprint(i%13)},
+		}
+		if p.padding > 0 {
+			ev["properties"].(map[string]any)["padding"] = strings.Repeat("x", p.padding)
 		}
 		body, _ := json.Marshal(ev)
 		if _, err := p.e.js.PublishAsync(p.e.subject()+"."+app, body); err != nil {

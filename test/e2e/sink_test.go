@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -65,26 +64,8 @@ func TestScaleWhileEventsFlow(t *testing.T) {
 	key := e.key("events")
 
 	p := &publisher{e: e, prefix: "scale"}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(100 * time.Millisecond):
-				p.publish(100)
-			}
-		}
-	})
-	defer func() {
-		select {
-		case <-stop:
-		default:
-			close(stop)
-		}
-		wg.Wait()
-	}()
+	stop := p.flow()
+	defer stop()
 
 	time.Sleep(2 * time.Second)
 	if out, err := kubectl(t, "scale", "-n", e.ns, "warehousesink/events", "--replicas=4"); err != nil {
@@ -100,8 +81,7 @@ func TestScaleWhileEventsFlow(t *testing.T) {
 	}
 	e.waitReady("events", 1)
 	time.Sleep(2 * time.Second)
-	close(stop)
-	wg.Wait()
+	stop()
 
 	// The three drained workers exited by themselves, with status 0, as
 	// the kubelet reported their containers.

@@ -47,33 +47,46 @@ func (p Pod) MetricsURL() string {
 
 // Pods lists the worker pods of a sink, as the API server has them.
 func (s *Stack) Pods(ctx context.Context, sink types.NamespacedName) ([]Pod, error) {
+	return s.listPods(ctx, client.InNamespace(sink.Namespace),
+		client.MatchingLabels{workload.LabelName: workload.WorkerName, workload.LabelInstance: sink.Name})
+}
+
+// ManagerPods lists the chart's manager pods.
+func (s *Stack) ManagerPods(ctx context.Context) ([]Pod, error) {
+	return s.listPods(ctx, client.InNamespace(ManagerNamespace), client.MatchingLabels{"app.kubernetes.io/component": "manager"})
+}
+
+func (s *Stack) listPods(ctx context.Context, opts ...client.ListOption) ([]Pod, error) {
 	var list corev1.PodList
-	if err := s.Client.List(ctx, &list, client.InNamespace(sink.Namespace),
-		client.MatchingLabels{workload.LabelName: workload.WorkerName, workload.LabelInstance: sink.Name}); err != nil {
+	if err := s.Client.List(ctx, &list, opts...); err != nil {
 		return nil, err
 	}
 	out := make([]Pod, 0, len(list.Items))
-	for _, p := range list.Items {
-		pod := Pod{
-			Name: p.Name, UID: string(p.UID), IP: p.Status.PodIP,
-			Terminating:  p.DeletionTimestamp != nil,
-			GracePeriod:  time.Duration(ptr.Deref(p.Spec.TerminationGracePeriodSeconds, 0)) * time.Second,
-			TemplateHash: p.Labels["pod-template-hash"],
-		}
-		for _, c := range p.Status.Conditions {
-			if c.Type == corev1.PodReady {
-				pod.Ready = c.Status == corev1.ConditionTrue
-			}
-		}
-		for _, cs := range p.Status.ContainerStatuses {
-			pod.Restarts += cs.RestartCount
-			if cs.State.Running != nil {
-				pod.ContainerID = cs.ContainerID
-			}
-		}
-		out = append(out, pod)
+	for i := range list.Items {
+		out = append(out, podOf(&list.Items[i]))
 	}
 	return out, nil
+}
+
+func podOf(p *corev1.Pod) Pod {
+	pod := Pod{
+		Name: p.Name, UID: string(p.UID), IP: p.Status.PodIP,
+		Terminating:  p.DeletionTimestamp != nil,
+		GracePeriod:  time.Duration(ptr.Deref(p.Spec.TerminationGracePeriodSeconds, 0)) * time.Second,
+		TemplateHash: p.Labels["pod-template-hash"],
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			pod.Ready = c.Status == corev1.ConditionTrue
+		}
+	}
+	for _, cs := range p.Status.ContainerStatuses {
+		pod.Restarts += cs.RestartCount
+		if cs.State.Running != nil {
+			pod.ContainerID = cs.ContainerID
+		}
+	}
+	return pod
 }
 
 // KillContainer sends SIGKILL to a pod's running container through the

@@ -30,6 +30,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/nats-io/nats-server/v2/server"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -96,8 +97,10 @@ type Stack struct {
 	// a sink names. S3Dir is versitygw's posix root, one directory per
 	// bucket.
 	NATSURL, S3URL, S3Dir string
-	// Image is the product image the manager and the workers run.
-	Image string
+	// Image is the product image the manager and the workers run;
+	// NextImage the same image under another tag, for a rolling update of
+	// spec.image.
+	Image, NextImage string
 	// Config and Client talk to the API server as an admin.
 	Config *rest.Config
 	Client client.Client
@@ -170,16 +173,15 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 
 	s.progress("building the images from bin/manager and bin/sinkworker")
 	archive := filepath.Join(s.Dir, "images.tar")
-	written, err := image.Build(ctx, archive, image.ProductOptions{Manager: opts.ManagerBinary, Worker: opts.WorkerBinary},
-		image.PauseOptions{BuildDir: filepath.Join(s.Dir, "image-build")})
+	written, err := s.buildImages(ctx, archive)
 	if err != nil {
 		return s, err
 	}
-	s.Image = written[0].Ref
+	s.Image, s.NextImage = written[0].Ref, written[1].Ref
 	s.progress("starting a single-node Kubernetes (control plane, containerd, kubelet)")
 	s.Cluster, err = cluster.Start(ctx, cluster.Options{
 		BinDir: bin, LogDir: s.LogDir, Images: []string{archive},
-		SandboxImage: written[1].Ref, Progress: opts.Progress,
+		SandboxImage: written[2].Ref, Progress: opts.Progress,
 	})
 	if err != nil {
 		return s, err
@@ -204,6 +206,25 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 
 func (s *Stack) progress(msg string) {
 	fmt.Fprintf(s.opts.Progress, "localstack: %s\n", msg)
+}
+
+// buildImages writes the product image (as Image and NextImage) and the
+// pause image into one archive for containerd.
+func (s *Stack) buildImages(ctx context.Context, archive string) ([]image.Written, error) {
+	product, err := image.Product(image.ProductOptions{Manager: s.opts.ManagerBinary, Worker: s.opts.WorkerBinary})
+	if err != nil {
+		return nil, err
+	}
+	repo := strings.TrimSuffix(product.Ref.String(), ":"+product.Ref.TagStr())
+	nextRef, err := name.NewTag(repo+":local-next", name.StrictValidation)
+	if err != nil {
+		return nil, err
+	}
+	pause, err := image.Pause(ctx, image.PauseOptions{BuildDir: filepath.Join(s.Dir, "image-build")})
+	if err != nil {
+		return nil, err
+	}
+	return image.Write(archive, product, image.Image{Ref: nextRef, Image: product.Image}, pause)
 }
 
 func (s *Stack) connect() error {
