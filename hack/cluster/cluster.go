@@ -33,6 +33,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/jetsink/jetsink/hack/image"
 	"github.com/jetsink/jetsink/hack/proc"
 )
 
@@ -348,10 +349,8 @@ func (c *Cluster) startContainerd(ctx context.Context) error {
 		return err
 	}
 	for _, img := range c.opts.Images {
-		out, err := exec.CommandContext(ctx, "ctr", "--address", c.ContainerdAddress, "-n", "k8s.io",
-			"images", "import", img).CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("import %s: %w: %s", img, err, out)
+		if err := image.Import(ctx, "ctr", c.ContainerdAddress, img); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -1,6 +1,6 @@
-// Command localstack runs jetsink's whole local stack on this machine —
-// kube-apiserver + etcd with the WarehouseSink CRD, NATS JetStream, versitygw
-// (S3), the operator and the pod runner standing in for a kubelet — until
+// Command localstack runs jetsink's whole local stack on this machine — a
+// single-node Kubernetes (control plane, containerd, kubelet), NATS
+// JetStream, versitygw (S3) and the operator installed by helm — until
 // Ctrl-C, then stops everything it started. See package stack.
 //
 //	make build tools && go run ./hack/localstack [-dir .localstack]
