@@ -36,6 +36,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	jetsinkv1 "github.com/jetsink/jetsink/api/v1alpha1"
+	"github.com/jetsink/jetsink/hack/cluster"
 	"github.com/jetsink/jetsink/hack/localstack/stack"
 	"github.com/jetsink/jetsink/sinkworker"
 )
@@ -64,6 +65,10 @@ func main() {
 		d.stage("Stopping the stack")
 		if serr := d.stack.Stop(); serr != nil {
 			fmt.Fprintln(os.Stderr, "demo: stop:", serr)
+		}
+		if left := cluster.Leftovers(); len(left) > 0 {
+			fmt.Fprintln(os.Stderr, "demo: the cluster left behind:", strings.Join(left, ", "))
+			err = errors.Join(err, errors.New("the cluster did not stop cleanly"))
 		}
 		if cerr := d.keepFiles(*out); cerr != nil {
 			fmt.Fprintln(os.Stderr, "demo:", cerr)

@@ -30,6 +30,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/go-logr/logr"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/nats-io/nats-server/v2/server"
 	appsv1 "k8s.io/api/apps/v1"
@@ -42,6 +43,7 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	jetsinkv1 "github.com/jetsink/jetsink/api/v1alpha1"
 	"github.com/jetsink/jetsink/controllers/workload"
@@ -129,6 +131,7 @@ func Available() error { return cluster.Check() }
 // Start starts every component, in dependency order. On error, what was
 // started is stopped again.
 func Start(ctx context.Context, opts Options) (s *Stack, err error) {
+	logf.SetLogger(logr.Discard()) // the stack's client would warn that it has none
 	if opts.RepoRoot == "" {
 		if opts.RepoRoot, err = reporoot.Find(); err != nil {
 			return nil, err
