@@ -4,12 +4,27 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/jetsink/jetsink/controllers/workload"
 )
 
 // CacheOptions are the manager's cache options: objects of the namespaces
 // listed (all namespaces when there are none; empty names are skipped),
 // stripped of what the operator never reads before they are stored.
+//
+// Of the pods, only the sink workers (labelled app.kubernetes.io/name:
+// jetsink-sinkworker) are listed and watched: the operator reads their
+// container statuses, and a cluster's other pods are none of its business
+// nor worth its memory. The label selector is per type (ByObject) and leaves
+// the pods' namespaces to DefaultNamespaces: a ByObject without Namespaces
+// inherits them, each namespace with the selector (an empty, non-nil
+// Namespaces map would instead mean every namespace). A cached worker pod
+// keeps of its spec only each container's name and resources (the memory
+// limit a failure message names); its env, which spec.env fills, is not
+// held in memory.
 //
 // The operator caches only the metadata of Secrets (builder.OnlyMetadata),
 // yet that metadata can still carry a Secret's data: `kubectl apply` writes
@@ -21,7 +36,12 @@ import (
 // controller only needs a Secret's name and namespace to find the sinks
 // that use it, and reads the Secret itself through the APIReader.
 func CacheOptions(namespaces []string) cache.Options {
-	opts := cache.Options{DefaultTransform: stripCachedObject}
+	opts := cache.Options{
+		DefaultTransform: stripCachedObject,
+		ByObject: map[client.Object]cache.ByObject{
+			&corev1.Pod{}: {Label: labels.SelectorFromSet(labels.Set{workload.LabelName: workload.WorkerName})},
+		},
+	}
 	for _, ns := range namespaces {
 		// An empty name would be cache.AllNamespaces: never widen a list
 		// of namespaces to the whole cluster by a stray comma.
@@ -55,7 +75,19 @@ func stripCachedObject(in any) (any, error) {
 			obj.SetAnnotations(nil)
 		}
 	}
+	if pod, ok := out.(*corev1.Pod); ok {
+		stripPodSpec(pod)
+	}
 	return out, nil
+}
+
+// stripPodSpec keeps each container's name and resources of a pod's spec.
+func stripPodSpec(pod *corev1.Pod) {
+	containers := make([]corev1.Container, len(pod.Spec.Containers))
+	for i, c := range pod.Spec.Containers {
+		containers[i] = corev1.Container{Name: c.Name, Resources: c.Resources}
+	}
+	pod.Spec = corev1.PodSpec{Containers: containers}
 }
 
 // isSecret tells whether a cached object is a core/v1 Secret, typed or

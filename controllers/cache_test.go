@@ -1,14 +1,19 @@
 package controllers
 
 import (
+	"fmt"
 	"maps"
 	"slices"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 
 	jetsinkv1 "github.com/jetsink/jetsink/api/v1alpha1"
+	"github.com/jetsink/jetsink/controllers/workload"
 )
 
 // lastApplied is what `kubectl apply` leaves on a Secret it created: the
@@ -97,5 +102,62 @@ func TestCacheOptionsNamespaces(t *testing.T) {
 	}
 	if ns := CacheOptions([]string{""}).DefaultNamespaces; ns != nil {
 		t.Errorf("only an empty name: DefaultNamespaces %v, want nil", ns)
+	}
+}
+
+// TestCacheHoldsOnlyWorkerPodsOfTheWatchedNamespaces runs a cache with the
+// manager's options against the API server: of the pods it lists only the
+// sink workers of the watched namespaces (the pods' label selector must
+// not widen the namespaces), each without its env.
+func TestCacheHoldsOnlyWorkerPodsOfTheWatchedNamespaces(t *testing.T) {
+	watched, unwatched := namespace(t), namespace(t)
+	worker := map[string]string{workload.LabelName: workload.WorkerName, workload.LabelInstance: "events"}
+	pod := func(ns, name string, labels map[string]string) {
+		mustCreate(t, &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: labels},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{
+				Name: "sinkworker", Image: "jetsink:test",
+				Env:       []corev1.EnvVar{{Name: "HTTPS_PROXY", Value: "http://user:secret@proxy:3128"}},
+				Resources: corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("128Mi")}},
+			}}},
+		})
+	}
+	pod(watched, "worker", worker)
+	pod(watched, "web", map[string]string{workload.LabelName: "web", workload.LabelInstance: "events"})
+	pod(unwatched, "worker", worker)
+
+	c, err := cache.New(restConfig, func() cache.Options {
+		opts := CacheOptions([]string{watched})
+		opts.Scheme = k8s.Scheme()
+		return opts
+	}())
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = c.Start(t.Context()) }()
+	var pods corev1.PodList
+	eventually(t, 10*time.Second, func() error {
+		if err := c.List(t.Context(), &pods); err != nil {
+			return err
+		}
+		if len(pods.Items) == 0 {
+			return fmt.Errorf("no pods cached yet")
+		}
+		return nil
+	})
+	var got []string
+	for _, p := range pods.Items {
+		got = append(got, p.Namespace+"/"+p.Name)
+	}
+	if want := []string{watched + "/worker"}; !slices.Equal(got, want) {
+		t.Fatalf("cached pods %v, want %v", got, want)
+	}
+	p := pods.Items[0]
+	if c := p.Spec.Containers; len(c) != 1 || c[0].Name != "sinkworker" || c[0].Env != nil || c[0].Image != "" ||
+		c[0].Resources.Limits.Memory().String() != "128Mi" {
+		t.Errorf("cached pod spec %+v, want its containers' names and resources only", p.Spec)
+	}
+	if p.ManagedFields != nil {
+		t.Errorf("cached pod keeps managedFields")
 	}
 }

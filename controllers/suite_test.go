@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -29,6 +30,10 @@ import (
 // k8s is a client of the envtest API server shared by the package's tests;
 // the manager running the reconciler is started once, in TestMain.
 var k8s client.Client
+
+// restConfig reaches the envtest API server, for tests that start a cache
+// or client of their own.
+var restConfig *rest.Config
 
 // reconciles counts the manager's reconciles per sink. Tests share the
 // manager and run side by side, so the controller-wide metric cannot tell
@@ -89,6 +94,7 @@ func runSuite(m *testing.M) int {
 		return 1
 	}
 	defer env.Stop()
+	restConfig = cfg
 
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))

@@ -9,8 +9,15 @@
 // stops the reconcile where it is found and becomes the conditions' reason
 // and an Event; the children are then left as they were.
 //
+// The workers' pods are read too, from a cache of worker pods only: a
+// container that was OOMKilled or crashed becomes status.lastWorkerFailure,
+// a Warning Event once per failure and, while it keeps a worker
+// unavailable, the Ready reason (WorkerOOMKilled, WorkerCrashed) with what
+// to change.
+//
 // A converged sink is not reconciled again until something it depends on
-// changes. Its lag (status.consumer) is kept current by the lag refresher
+// changes (a worker pod does when a container fails, restarts or changes
+// readiness). Its lag (status.consumer) is kept current by the lag refresher
 // instead: once a reconcile has put the consumer in place it hands the sink
 // over, and the refresher reads all followed consumers in one batch per
 // interval and patches only the statuses whose lag moved meaningfully. A
@@ -97,6 +104,7 @@ type WarehouseSinkReconciler struct {
 // +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch;create;update;patch
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Reconcile brings one sink's consumer, children and status in line with
@@ -126,8 +134,14 @@ func (r *WarehouseSinkReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		}
 		p = retrying(jetsinkv1.ReasonReconcileFailed, "%v", err)
 	}
-	summarize(sink, p, dep)
-	if err := r.patchStatus(ctx, before, sink); err != nil {
+	// The pods are read from the cache whatever stopped the reconcile: a
+	// worker crashing is worth showing beside any other problem.
+	workers, err := r.workerHealth(ctx, sink)
+	if err != nil && p == nil {
+		p = retrying(jetsinkv1.ReasonReconcileFailed, "%v", err)
+	}
+	summarize(sink, p, dep, workers)
+	if err := r.patchStatus(ctx, before, sink, workers); err != nil {
 		return requeueOnConflict(err)
 	}
 	switch {

@@ -57,22 +57,27 @@ func setCondition(sink *jetsinkv1.WarehouseSink, typ string, status metav1.Condi
 	})
 }
 
-// summarize sets status.observedGeneration and the three conditions from
-// what one reconcile found: p, the problem that stopped it (nil when none),
-// and dep, the workers' live Deployment (nil when the reconcile stopped
-// before it). It is the only place conditions are set, once per reconcile,
-// so a condition that holds across retries keeps its lastTransitionTime.
-func summarize(sink *jetsinkv1.WarehouseSink, p *problem, dep *appsv1.Deployment) {
+// summarize sets status.observedGeneration, status.lastWorkerFailure and
+// the three conditions from what one reconcile found: p, the problem that
+// stopped it (nil when none), dep, the workers' live Deployment (nil when
+// the reconcile stopped before it), and workers, what their pods say (nil
+// when they could not be read). It is the only place conditions are set,
+// once per reconcile, so a condition that holds across retries keeps its
+// lastTransitionTime.
+func summarize(sink *jetsinkv1.WarehouseSink, p *problem, dep *appsv1.Deployment, workers *workerHealth) {
 	sink.Status.ObservedGeneration = sink.Generation
 	for _, old := range retiredConditions {
 		apimeta.RemoveStatusCondition(&sink.Status.Conditions, old)
+	}
+	if workers != nil {
+		sink.Status.LastWorkerFailure = workers.last
 	}
 	if dep != nil {
 		sink.Status.Replicas = dep.Status.Replicas
 		sink.Status.ReadyReplicas = dep.Status.ReadyReplicas
 		sink.Status.Selector = labels.SelectorFromSet(workload.SelectorLabels(sink)).String()
 		if p == nil {
-			p = progressDeadlineExceeded(dep)
+			p = progressDeadlineExceeded(dep, workers)
 		}
 	}
 	if p != nil {
@@ -111,6 +116,12 @@ func summarize(sink *jetsinkv1.WarehouseSink, p *problem, dep *appsv1.Deployment
 	case rolledOut:
 		setCondition(sink, jetsinkv1.ConditionReady, metav1.ConditionTrue, jetsinkv1.ReasonAvailable,
 			fmt.Sprintf("%d of %d workers available, consumer present", st.AvailableReplicas, desired))
+	case workers.downReason() != "":
+		// Not a problem that stops the reconcile: the Deployment is as
+		// it should be and the kubelet restarts the container; each
+		// change of the pods wakes the sink again.
+		setCondition(sink, jetsinkv1.ConditionReady, metav1.ConditionFalse, workers.down.Reason,
+			fmt.Sprintf("%d of %d workers available: %s", st.AvailableReplicas, desired, workers.down.Message))
 	default:
 		setCondition(sink, jetsinkv1.ConditionReady, metav1.ConditionFalse, jetsinkv1.ReasonWorkersUnavailable,
 			fmt.Sprintf("%d of %d workers available", st.AvailableReplicas, desired))
@@ -119,11 +130,19 @@ func summarize(sink *jetsinkv1.WarehouseSink, p *problem, dep *appsv1.Deployment
 
 // progressDeadlineExceeded is the Deployment controller's verdict that the
 // rollout will not finish by itself (pods that never become ready: a bad
-// image, a crash loop, no room on the nodes), as a stalled problem.
-func progressDeadlineExceeded(dep *appsv1.Deployment) *problem {
+// image, a crash loop, no room on the nodes), as a stalled problem. A
+// worker that keeps failing is named: it is the likely reason.
+func progressDeadlineExceeded(dep *appsv1.Deployment, workers *workerHealth) *problem {
 	c := deploymentCondition(dep, appsv1.DeploymentProgressing)
 	if c == nil || c.Status != corev1.ConditionFalse || c.Reason != "ProgressDeadlineExceeded" {
 		return nil
+	}
+	if workers.downReason() != "" {
+		// Without the restart count or the time, so the message (and its
+		// Event) does not change with each restart.
+		return stalled(jetsinkv1.ReasonProgressDeadlineExceeded,
+			"Deployment %s made no progress within its deadline: %s; worker pod %s keeps failing (%s: see status.lastWorkerFailure and the sink's Events)",
+			dep.Name, c.Message, workers.downPod, workers.down.Reason)
 	}
 	return stalled(jetsinkv1.ReasonProgressDeadlineExceeded,
 		"Deployment %s made no progress within its deadline: %s (see `kubectl describe deployment %s` and its pods' events)",
@@ -141,13 +160,13 @@ func deploymentCondition(dep *appsv1.Deployment, typ appsv1.DeploymentConditionT
 
 // patchStatus writes the status once, at the end of a reconcile, and only
 // when it changed; it records an Event when the Ready condition's reason
-// moves to a problem or back.
+// moves to a problem or back, and one for each new worker failure.
 //
 // The patch carries the resourceVersion the conditions were computed from:
 // a status the cache had not caught up with (the lag refresher's, a
 // previous reconcile's) is a conflict and a quiet retry, never a second
-// flip with a new lastTransitionTime. The Event follows the written status.
-func (r *WarehouseSinkReconciler) patchStatus(ctx context.Context, before, sink *jetsinkv1.WarehouseSink) error {
+// flip with a new lastTransitionTime. The Events follow the written status.
+func (r *WarehouseSinkReconciler) patchStatus(ctx context.Context, before, sink *jetsinkv1.WarehouseSink, workers *workerHealth) error {
 	if equality.Semantic.DeepEqual(before.Status, sink.Status) {
 		return nil
 	}
@@ -155,6 +174,7 @@ func (r *WarehouseSinkReconciler) patchStatus(ctx context.Context, before, sink 
 		return client.IgnoreNotFound(err)
 	}
 	r.recordTransition(before, sink)
+	r.recordWorkerFailure(before, sink, workers)
 	return nil
 }
 
@@ -180,9 +200,29 @@ func (r *WarehouseSinkReconciler) recordTransition(before, sink *jetsinkv1.Wareh
 	}
 	wasProblem := was != nil && !healthyReasons[was.Reason]
 	switch {
+	case workerReasons[now.Reason]:
+		// recordWorkerFailure says it, once per failure: the message
+		// changes with every restart.
 	case !healthyReasons[now.Reason] && (!wasProblem || was.Reason != now.Reason || was.Message != now.Message):
 		r.Recorder.Eventf(sink, nil, corev1.EventTypeWarning, now.Reason, "Reconcile", "%s", now.Message)
 	case healthyReasons[now.Reason] && wasProblem:
 		r.Recorder.Eventf(sink, nil, corev1.EventTypeNormal, "Recovered", "Reconcile", "%s no longer applies", was.Reason)
 	}
+}
+
+// workerReasons are the Ready reasons of a worker that keeps failing.
+var workerReasons = map[string]bool{jetsinkv1.ReasonWorkerOOMKilled: true, jetsinkv1.ReasonWorkerCrashed: true}
+
+// recordWorkerFailure emits a Warning Event when status.lastWorkerFailure
+// shows a failure it did not show before: once per termination, not per
+// reconcile, and whether or not the workers are available again by now (a
+// container restarted before the Deployment noticed is a failure all the
+// same). A failure older than the one shown (the pod of the newer one was
+// deleted) is no news.
+func (r *WarehouseSinkReconciler) recordWorkerFailure(before, sink *jetsinkv1.WarehouseSink, workers *workerHealth) {
+	now, was := sink.Status.LastWorkerFailure, before.Status.LastWorkerFailure
+	if workers == nil || now == nil || (was != nil && (sameFailure(was, now) || now.FinishedAt.Before(&was.FinishedAt))) {
+		return
+	}
+	r.Recorder.Eventf(sink, nil, corev1.EventTypeWarning, failureReason(now), "Reconcile", "%s", workers.lastMessage)
 }

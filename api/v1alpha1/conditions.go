@@ -41,6 +41,14 @@ const (
 	ReasonS3Unreachable      = "S3Unreachable"
 	ReasonReconcileFailed    = "ReconcileFailed"
 
+	// Ready False while the workers are unavailable because a container of
+	// a worker pod was killed for going over its memory limit, or exited
+	// with an error, and the kubelet restarts it (CrashLoopBackOff). Not
+	// Stalled: a change of the pods wakes the sink. status.lastWorkerFailure
+	// names the pod; each new failure is a Warning Event of the same reason.
+	ReasonWorkerOOMKilled = "WorkerOOMKilled"
+	ReasonWorkerCrashed   = "WorkerCrashed"
+
 	// Ready False on purpose.
 	ReasonSuspended    = "Suspended"
 	ReasonScaledToZero = "ScaledToZero"

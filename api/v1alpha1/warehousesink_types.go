@@ -463,6 +463,15 @@ type WarehouseSinkStatus struct {
 	// +optional
 	Consumer *ConsumerStatus `json:"consumer,omitempty"`
 
+	// lastWorkerFailure is the most recent abnormal termination (a non-zero
+	// exit code, or the kubelet's OOMKilled) of a container in the sink's
+	// current worker pods, as the kubelet reports it in the pod's
+	// state.terminated or lastTerminationState. It stays after the worker
+	// recovers, so a failure that was restarted away still shows, and is
+	// cleared once no current pod has one (after a rollout replaced them).
+	// +optional
+	LastWorkerFailure *WorkerFailure `json:"lastWorkerFailure,omitempty"`
+
 	// conditions, as kstatus (Flux, Argo CD, kpt, kubectl wait) reads them:
 	// Ready (True when the workers run the current spec and consume),
 	// Reconciling (True while the operator is still making the sink so: a
@@ -473,6 +482,32 @@ type WarehouseSinkStatus struct {
 	// +listMapKey=type
 	// +optional
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// WorkerFailure is one abnormal termination of a worker container.
+type WorkerFailure struct {
+	// pod is the name of the worker pod, in the sink's namespace.
+	Pod string `json:"pod"`
+	// container is the name of the container that terminated.
+	Container string `json:"container"`
+	// reason is the kubelet's reason for the termination: OOMKilled when
+	// the container used more memory than spec.resources.limits.memory
+	// (raise it above batch.maxBufferedBytes plus room for encoding, or
+	// lower batch.maxBufferedBytes), Error for any other non-zero exit
+	// (the pod's logs, `kubectl logs --previous`, say why).
+	// +optional
+	Reason string `json:"reason,omitempty"`
+	// exitCode of the container: 137 means it was killed (SIGKILL: the
+	// kernel's OOM killer, or a liveness probe that failed), 2 that the
+	// worker refused its configuration, 1 that it stopped on an error it
+	// could not retry; 2 and 1 leave the reason in its log.
+	ExitCode int32 `json:"exitCode"`
+	// finishedAt is when the container terminated.
+	// +optional
+	FinishedAt metav1.Time `json:"finishedAt,omitempty"`
+	// restarts is how many times the kubelet has restarted that container
+	// of that pod (its restartCount), as last observed.
+	Restarts int32 `json:"restarts"`
 }
 
 // ConsumerStatus is a snapshot of the consumer's counters.
@@ -516,6 +551,7 @@ type ConsumerStatus struct {
 // +kubebuilder:printcolumn:name="Lag",type=integer,JSONPath=`.status.consumer.lag`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
+// +kubebuilder:printcolumn:name="Last Failure",type=string,JSONPath=`.status.lastWorkerFailure.reason`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type WarehouseSink struct {
 	metav1.TypeMeta   `json:",inline"`

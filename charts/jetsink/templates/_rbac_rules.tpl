@@ -4,6 +4,7 @@
 - apiGroups:
   - ""
   resources:
+  - pods
   - secrets
   verbs:
   - get
