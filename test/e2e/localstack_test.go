@@ -2,11 +2,13 @@ package e2e
 
 import (
 	"bufio"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -165,11 +167,32 @@ func TestLocalstackCommandStopsEverything(t *testing.T) {
 	}
 }
 
+// listening tells whether a socket of this machine listens on addr's port.
+// It reads /proc/net/tcp{,6} rather than dialling: this machine's network
+// accepts connections to any address it does not have, so a dial to the
+// stack's host address succeeds even once that address is gone.
 func listening(addr string) bool {
-	c, err := net.DialTimeout("tcp", addr, 300*time.Millisecond)
+	_, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return false
 	}
-	c.Close()
-	return true
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		return false
+	}
+	want := fmt.Sprintf(":%04X", p)
+	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			fields := strings.Fields(line)
+			// local_address is fields[1], st fields[3]; 0A is LISTEN.
+			if len(fields) > 3 && strings.HasSuffix(fields[1], want) && fields[3] == "0A" {
+				return true
+			}
+		}
+	}
+	return false
 }
