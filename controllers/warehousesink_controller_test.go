@@ -165,16 +165,7 @@ func wantEvent(t *testing.T, ns, reason string) eventsv1.Event {
 // envtest does not run: every replica updated, ready and available.
 func markRolledOut(t *testing.T, ns, name string) {
 	t.Helper()
-	eventually(t, 10*time.Second, func() error {
-		d, err := get(t, &appsv1.Deployment{}, ns, name)
-		if err != nil {
-			return err
-		}
-		n := *d.Spec.Replicas
-		d.Status = appsv1.DeploymentStatus{ObservedGeneration: d.Generation, Replicas: n,
-			UpdatedReplicas: n, ReadyReplicas: n, AvailableReplicas: n}
-		return k8s.Status().Update(t.Context(), d)
-	})
+	markAvailable(t, ns, name, allReplicas)
 }
 
 func TestSinkBecomesDeploymentServiceConsumerAndStatus(t *testing.T) {

@@ -248,8 +248,11 @@ func TestWorkerPodChangedPredicate(t *testing.T) {
 	}
 }
 
+// allReplicas asks markAvailable for every replica available.
+const allReplicas = -1
+
 // markAvailable stands in for the Deployment controller: every replica
-// updated, available of them available.
+// updated, available of them ready and available (allReplicas: all).
 func markAvailable(t *testing.T, ns, name string, available int32) {
 	t.Helper()
 	eventually(t, 10*time.Second, func() error {
@@ -258,6 +261,9 @@ func markAvailable(t *testing.T, ns, name string, available int32) {
 			return err
 		}
 		n := *d.Spec.Replicas
+		if available == allReplicas {
+			available = n
+		}
 		d.Status = appsv1.DeploymentStatus{ObservedGeneration: d.Generation, Replicas: n,
 			UpdatedReplicas: n, ReadyReplicas: available, AvailableReplicas: available}
 		return k8s.Status().Update(t.Context(), d)

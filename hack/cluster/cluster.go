@@ -11,7 +11,8 @@
 // leave outside their own directories; Start does the same cleanup first,
 // so a crashed run does not poison the next. The paths, ports and bridge
 // names are fixed, so one cluster runs per machine: Start takes a lock.
-// See ../../../shared/REAL-CLUSTER.md for why each setting is what it is.
+// Why each setting is what it is is said where it is set (config.go,
+// network.go).
 package cluster
 
 import (
@@ -83,11 +84,10 @@ type Cluster struct {
 	// ContainerdAddress is containerd's socket, for ctr.
 	ContainerdAddress string
 
-	opts         Options
-	pki          *pki
-	procs        []*proc.Proc // started in order; stopped in reverse
-	lock         *os.File
-	ipForwardWas string
+	opts  Options
+	pki   *pki
+	procs []*proc.Proc // started in order; stopped in reverse
+	lock  *os.File
 }
 
 // Check says why a cluster cannot run on this machine, or nil.

@@ -36,8 +36,9 @@ func run(name string, args ...string) error {
 }
 
 func (c *Cluster) setUpNetwork() error {
+	// Saved in the cluster's directory, so a cleanup after a crash
+	// restores it too.
 	if b, err := os.ReadFile(ipForward); err == nil {
-		c.ipForwardWas = strings.TrimSpace(string(b))
 		if err := os.WriteFile(c.file("ip_forward.was"), b, 0o644); err != nil {
 			return err
 		}
