@@ -85,6 +85,10 @@ type Config struct {
 	MaxBufferedBytes int64         `env:"MAX_BUFFERED_BYTES"`
 	Compression      string        `env:"COMPRESSION"`
 	TimeGranularity  string        `env:"TIME_GRANULARITY"`
+	// Schema declares the columns and partitions; nil is the analytics
+	// envelope. Rendered only when set, so sinks without one keep the pod
+	// template they had.
+	Schema *Schema `env:"SCHEMA"`
 
 	// Events. An event time outside [EventTimeMin, now+EventTimeMaxAhead]
 	// is poison: a clock or unit mistake that would land in an absurd
@@ -162,7 +166,7 @@ type EnvVar struct {
 func (c Config) Environ() []EnvVar {
 	var out []EnvVar
 	eachField(&c, func(name string, secret bool, v reflect.Value) {
-		if secret {
+		if secret || v.Kind() == reflect.Pointer && v.IsNil() {
 			return
 		}
 		out = append(out, EnvVar{Name: EnvPrefix + name, Value: format(v)})
@@ -241,6 +245,9 @@ func (c Config) Validate() error {
 	if c.TimeGranularity != GranularityHour && c.TimeGranularity != GranularityDay {
 		bad("TIME_GRANULARITY", "%q is not one of hour, day", c.TimeGranularity)
 	}
+	if c.Schema != nil {
+		c.Schema.validate(bad)
+	}
 	c.validateTLS(bad)
 	return errors.Join(errs...)
 }
@@ -266,10 +273,13 @@ var MinEventTimeFloor = time.UnixMilli(1e11).UTC()
 var (
 	durationType = reflect.TypeFor[time.Duration]()
 	timeType     = reflect.TypeFor[time.Time]()
+	schemaType   = reflect.TypeFor[*Schema]()
 )
 
 func format(v reflect.Value) string {
 	switch {
+	case v.Type() == schemaType:
+		return v.Interface().(*Schema).render()
 	case v.Type() == durationType:
 		return time.Duration(v.Int()).String()
 	case v.Type() == timeType:
@@ -283,6 +293,12 @@ func format(v reflect.Value) string {
 
 func parse(v reflect.Value, raw string) error {
 	switch {
+	case v.Type() == schemaType:
+		s, err := parseSchema(raw)
+		if err != nil {
+			return err
+		}
+		v.Set(reflect.ValueOf(s))
 	case v.Type() == durationType:
 		d, err := time.ParseDuration(raw)
 		if err != nil {
