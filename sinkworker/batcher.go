@@ -7,6 +7,7 @@ import (
 	"unsafe"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/parquet-go/parquet-go"
 
 	"github.com/jetsink/jetsink/sinkworker/config"
 )
@@ -51,14 +52,16 @@ const (
 // in-process NATS server's per-message state included.
 const eventOverhead = 320
 
-// slotSize is what one slot of a batch's rows and msgs slices holds. A new
-// partition's batch pre-allocates slots, so they are counted by capacity,
-// not by events: 5,000 one-event partitions each pre-allocating 256 slots
-// once grew the heap by 320 MiB while 3.7 MiB was counted.
+// A slot is what one event takes in a batch's rows, msgs and (declared
+// schemas) vals slices: rowSize + msgSize + width × valueSize, the
+// batcher's slotSize. A new partition's batch pre-allocates slots, so they
+// are counted by capacity, not by events: 5,000 one-event partitions each
+// pre-allocating 256 slots once grew the heap by 320 MiB while 3.7 MiB was
+// counted.
 const (
-	rowSize  = int64(unsafe.Sizeof(Row{}))
-	msgSize  = int64(unsafe.Sizeof(trackedMsg{}))
-	slotSize = rowSize + msgSize
+	rowSize   = int64(unsafe.Sizeof(Row{}))
+	msgSize   = int64(unsafe.Sizeof(trackedMsg{}))
+	valueSize = int64(unsafe.Sizeof(parquet.Value{}))
 )
 
 // newBatchSlots is the capacity of a partition's first batch; later ones
@@ -84,11 +87,15 @@ type partitionKey struct {
 }
 
 // batch is the unit of writing: one partition's events, one Parquet file,
-// ACKed or NAKed together. rows[i] and msgs[i] are the same event.
+// ACKed or NAKed together. rows[i] and msgs[i] are the same event; with a
+// declared schema, so is vals[i*width:(i+1)*width], its values in file
+// order (then rows[i] only carries its partition).
 type batch struct {
 	key   partitionKey
 	rows  []Row
 	msgs  []trackedMsg
+	vals  []parquet.Value
+	width int
 	bytes int64 // the events' eventSize: what BatchMaxBytes is checked against
 	// slots is what the slices' capacity holds (slotSize each); bytes +
 	// slots is what the batch counts against MaxBufferedBytes.
@@ -114,6 +121,8 @@ type batcher struct {
 	maxBuffered int64
 	leaseAfter  time.Duration
 	bucketSize  int64 // seconds
+	width       int   // values per event with a declared schema, else 0
+	slotSize    int64
 	metrics     *metrics
 	// connected reports whether the NATS connection is up. A lease sent
 	// while it is down sits in the client's reconnect buffer and may reach
@@ -143,7 +152,7 @@ type batcher struct {
 	aborted                   bool      // shutdown deadline passed: hand nothing out
 }
 
-func newBatcher(cfg config.Config, m *metrics) *batcher {
+func newBatcher(cfg config.Config, plan *schemaPlan, m *metrics) *batcher {
 	b := &batcher{
 		maxEvents:   cfg.BatchMaxEvents,
 		maxBytes:    cfg.BatchMaxBytes,
@@ -162,6 +171,10 @@ func newBatcher(cfg config.Config, m *metrics) *batcher {
 	if cfg.TimeGranularity == config.GranularityDay {
 		b.bucketSize = 86400
 	}
+	if plan != nil {
+		b.width = plan.width
+	}
+	b.slotSize = rowSize + msgSize + int64(b.width)*valueSize
 	b.cond = sync.NewCond(&b.mu)
 	return b
 }
@@ -170,19 +183,20 @@ func newBatcher(cfg config.Config, m *metrics) *batcher {
 // long as it takes. It returns false, without keeping the event, once the
 // batcher is closed or aborted: the caller then NAKs the message.
 func (b *batcher) add(row *Row, m trackedMsg, size int64, now time.Time) bool {
-	added, _ := b.addWithin(row, m, size, now, 0)
+	added, _ := b.addWithin(row, nil, m, size, now, 0)
 	return added
 }
 
 // addWithin is add with a limit on the wait for the budget: patience 0
 // waits for ever, a negative one not at all (the event is taken over the
 // budget). full reports that patience ran out and the event was not kept.
-func (b *batcher) addWithin(row *Row, m trackedMsg, size int64, now time.Time, patience time.Duration) (added, full bool) {
+// vals is the event's value block with a declared schema (copied), else nil.
+func (b *batcher) addWithin(row *Row, vals []parquet.Value, m trackedMsg, size int64, now time.Time, patience time.Duration) (added, full bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	key := partitionKey{app: row.AppID, bucket: row.Timestamp.Unix() - row.Timestamp.Unix()%b.bucketSize}
 	bt := b.open[key]
-	need := size + b.slotsNeeded(bt, key)*slotSize
+	need := size + b.slotsNeeded(bt, key)*b.slotSize
 	var wake *time.Timer // only when it waits: not a timer per event
 	// An event larger than the whole budget is let through alone, or it
 	// could never be written.
@@ -208,7 +222,7 @@ func (b *batcher) addWithin(row *Row, m trackedMsg, size int64, now time.Time, p
 		b.cond.Wait()
 		// Cuts and waits may have closed this partition's batch.
 		bt = b.open[key]
-		need = size + b.slotsNeeded(bt, key)*slotSize
+		need = size + b.slotsNeeded(bt, key)*b.slotSize
 	}
 	if b.closed || b.aborted {
 		return false, false
@@ -220,11 +234,15 @@ func (b *batcher) addWithin(row *Row, m trackedMsg, size int64, now time.Time, p
 			key:    key,
 			rows:   make([]Row, 0, n),
 			msgs:   make([]trackedMsg, 0, n),
+			width:  b.width,
 			opened: now,
 			leased: now,
 		}
+		if b.width > 0 {
+			bt.vals = make([]parquet.Value, 0, n*int64(b.width))
+		}
 		b.open[key] = bt
-		b.charge(bt, n*slotSize)
+		b.charge(bt, n*b.slotSize)
 	}
 	b.lastAdd = now
 	b.added++
@@ -234,9 +252,13 @@ func (b *batcher) addWithin(row *Row, m trackedMsg, size int64, now time.Time, p
 		// allocated is counted.
 		bt.rows = append(make([]Row, 0, cap(bt.rows)+int(n)), bt.rows...)
 		bt.msgs = append(make([]trackedMsg, 0, cap(bt.msgs)+int(n)), bt.msgs...)
-		b.charge(bt, n*slotSize)
+		if b.width > 0 {
+			bt.vals = append(make([]parquet.Value, 0, cap(bt.rows)*b.width), bt.vals...)
+		}
+		b.charge(bt, n*b.slotSize)
 	}
 	bt.rows = append(bt.rows, *row)
+	bt.vals = append(bt.vals, vals...)
 	// One app_id string per partition instead of one per event: less to
 	// hold and to scan for the garbage collector while the batch waits.
 	bt.rows[len(bt.rows)-1].AppID = key.app

@@ -143,7 +143,7 @@ func TestTrickleIntoAPastHourWaitsForMaxAge(t *testing.T) {
 
 // testBatcher is a batcher with cfg's limits and metrics of its own.
 func testBatcher(cfg config.Config) *batcher {
-	return newBatcher(cfg, newMetrics(prometheus.NewRegistry(), nil, cfg.MaxBufferedBytes, false))
+	return newBatcher(cfg, nil, newMetrics(prometheus.NewRegistry(), nil, cfg.MaxBufferedBytes, false))
 }
 
 // A partition that only looked idle in the middle of a backlog (its fetcher

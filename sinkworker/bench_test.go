@@ -41,7 +41,7 @@ func benchDecode(b *testing.B, decode func(*decoder, []byte, *Row) error) {
 
 // BenchmarkEncode is the flushers' per-row Parquet cost (zstd).
 func BenchmarkEncode(b *testing.B) {
-	enc, err := newEncoder("zstd", 1)
+	enc, err := newEncoder("zstd", 1, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -78,7 +78,7 @@ func benchRows(b *testing.B, n int) []Row {
 // file, as in a busy worker, where one runs several times a second: what a
 // sync.Pool would have dropped must be rebuilt.
 func BenchmarkEncodeAfterGC(b *testing.B) {
-	enc, err := newEncoder("zstd", 1)
+	enc, err := newEncoder("zstd", 1, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -108,7 +108,7 @@ func BenchmarkBatcherAdd(b *testing.B) {
 	cfg.MaxBufferedBytes = 1 << 40
 	b.ReportAllocs()
 	m := newMetrics(prometheus.NewRegistry(), nil, cfg.MaxBufferedBytes, false)
-	bt := newBatcher(cfg, m)
+	bt := newBatcher(cfg, nil, m)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

@@ -23,14 +23,21 @@ import (
 // empties a sync.Pool at every cycle, which under load is several times a
 // second, and a new zstd encoder allocates and clears megabytes of history
 // and tables before its first page.
+//
+// The envelope's rows are written by a GenericWriter[Row]; a declared
+// schema's value blocks by a Writer of the plan's schema.
 type encoder struct {
 	newWriter func() *parquet.GenericWriter[Row]
 	writers   freeList[*parquet.GenericWriter[Row]]
+	plan      *schemaPlan
+	newValues func() *parquet.Writer
+	values    freeList[*parquet.Writer]
 }
 
 // newEncoder returns an encoder for the given compression that keeps up to
-// concurrency idle writers and encoders (the number of flushers).
-func newEncoder(compression string, concurrency int) (*encoder, error) {
+// concurrency idle writers and encoders (the number of flushers). plan is
+// the declared schema's, nil for the envelope.
+func newEncoder(compression string, concurrency int, plan *schemaPlan) (*encoder, error) {
 	var codec compress.Codec
 	switch compression {
 	case config.CompressionZstd:
@@ -44,11 +51,41 @@ func newEncoder(compression string, concurrency int) (*encoder, error) {
 	default:
 		return nil, fmt.Errorf("unknown compression %q", compression)
 	}
-	e := &encoder{writers: newFreeList[*parquet.GenericWriter[Row]](concurrency)}
+	e := &encoder{writers: newFreeList[*parquet.GenericWriter[Row]](concurrency), plan: plan}
 	e.newWriter = func() *parquet.GenericWriter[Row] {
 		return parquet.NewGenericWriter[Row](nil, parquet.Compression(codec))
 	}
+	if plan != nil {
+		e.values = newFreeList[*parquet.Writer](concurrency)
+		e.newValues = func() *parquet.Writer {
+			return parquet.NewWriter(nil, plan.schema, parquet.Compression(codec))
+		}
+	}
 	return e, nil
+}
+
+// encodeValues appends the Parquet file of a declared schema's value
+// blocks (plan.width values per row, in file order) to buf.
+func (e *encoder) encodeValues(buf *bytes.Buffer, vals []parquet.Value) error {
+	w, ok := e.values.get()
+	if !ok {
+		w = e.newValues()
+	}
+	width := e.plan.width
+	rows := make([]parquet.Row, len(vals)/width)
+	for i := range rows {
+		rows[i] = vals[i*width : (i+1)*width : (i+1)*width]
+	}
+	w.Reset(buf)
+	if _, err := w.WriteRows(rows); err != nil {
+		return fmt.Errorf("encode parquet: %w", err)
+	}
+	if err := w.Close(); err != nil {
+		return fmt.Errorf("encode parquet: %w", err)
+	}
+	w.Reset(nil)
+	e.values.put(w)
+	return nil
 }
 
 // encode appends the Parquet file holding rows to buf.

@@ -15,7 +15,7 @@ func TestZstdCodecMatchesParquetGo(t *testing.T) {
 	var d decoder
 	base := time.Date(2026, 3, 14, 0, 0, 0, 0, time.UTC)
 	for _, n := range []int{1, 700, 5000} {
-		enc, err := newEncoder("zstd", 2)
+		enc, err := newEncoder("zstd", 2, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

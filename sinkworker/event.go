@@ -9,6 +9,8 @@ import (
 	"unicode/utf8"
 	"unsafe"
 
+	"github.com/parquet-go/parquet-go"
+
 	"github.com/jetsink/jetsink/sinkworker/config"
 )
 
@@ -94,11 +96,27 @@ const maxAppIDLen = 128
 type decoder struct {
 	env envelope
 	win eventWindow
+	// declared is the declared-schema path's state; nil for the envelope.
+	declared *declaredState
 }
 
-// newDecoder returns a decoder that accepts event times in cfg's window.
-func newDecoder(cfg config.Config) decoder {
-	return decoder{win: eventWindow{min: cfg.EventTimeMin, maxAhead: cfg.EventTimeMaxAhead, set: true}}
+// newDecoder returns a decoder that accepts event times in cfg's window,
+// of the envelope or, with a plan, of cfg's declared schema.
+func newDecoder(cfg config.Config, plan *schemaPlan) decoder {
+	d := decoder{win: eventWindow{min: cfg.EventTimeMin, maxAhead: cfg.EventTimeMaxAhead, set: true}}
+	if plan != nil {
+		d.declared = newDeclaredState(plan)
+	}
+	return d
+}
+
+// values is the last decoded event's value block (declared schemas only;
+// nil for the envelope, whose Row is the event).
+func (d *decoder) values() []parquet.Value {
+	if d.declared == nil {
+		return nil
+	}
+	return d.declared.vals
 }
 
 // defaultMinEventTime and defaultMaxAhead are config.Default()'s window,
@@ -163,7 +181,8 @@ func (w *eventWindow) outOfRange(what string) error {
 		w.min.UTC().Format(time.RFC3339)+", "+w.max.UTC().Format(time.RFC3339)+"] (EVENT_TIME_MIN, now + EVENT_TIME_MAX_AHEAD)")
 }
 
-// decode fills row from data, or returns a *poisonError.
+// decode fills row from data, or returns a *poisonError. With a declared
+// schema, see decodeDeclared.
 //
 // The common event (no escapes or non-ASCII in the string fields, no
 // duplicate or case-folded names, valid) is decoded by fastDecode in one
@@ -171,6 +190,9 @@ func (w *eventWindow) outOfRange(what string) error {
 // every event that turns out to be poison, goes through decodeStd, so what
 // is poison and why is decided by encoding/json exactly as before.
 func (d *decoder) decode(data []byte, row *Row) error {
+	if d.declared != nil {
+		return d.decodeDeclared(data, row)
+	}
 	if fastDecode(data, row, &d.win) {
 		return nil
 	}
@@ -302,7 +324,12 @@ const epochSecondsBelow = 1e11
 // exact: the decimal digits are scaled, never rounded through a float, so
 // 1700000000.123456 is 1700000000123456 µs, and digits past the microsecond
 // are dropped (truncated toward zero).
-func epochMicros(raw []byte) (int64, int) {
+func epochMicros(raw []byte) (int64, int) { return epochMicrosIn(raw, -1) }
+
+// epochMicrosIn is epochMicros in a given unit: scale is the power of ten
+// from the unit to microseconds (6 for seconds, 3 for milliseconds, 0 for
+// microseconds), or -1 for the unit epochMicros infers from the magnitude.
+func epochMicrosIn(raw []byte, scale int) (int64, int) {
 	// -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
 	i := 0
 	neg := i < len(raw) && raw[i] == '-'
@@ -378,9 +405,11 @@ func epochMicros(raw []byte) (int64, int) {
 	e10 := exp - len(frac) + (n - 1 - trail)
 	// The value has nd+e10 digits before the point, so it is below 1e11
 	// exactly when nd+e10 ≤ 11.
-	scale := 3 // milliseconds to µs
-	if nd+e10 <= 11 {
-		scale = 6 // seconds to µs
+	if scale < 0 {
+		scale = 3 // milliseconds to µs
+		if nd+e10 <= 11 {
+			scale = 6 // seconds to µs
+		}
 	}
 	s := e10 + scale // µs = digits × 10^s, truncated
 	if nd+s > 18 {

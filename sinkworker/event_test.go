@@ -157,7 +157,7 @@ func TestDecodeTimestampWindow(t *testing.T) {
 	}
 	for _, c := range cases {
 		for _, std := range []bool{false, true} {
-			d := newDecoder(cfg)
+			d := newDecoder(cfg, nil)
 			d.win.now = func() time.Time { return now }
 			var row Row
 			err := decodeWith(&d, std, eventBody(c.ts), &row)
@@ -174,7 +174,7 @@ func TestDecodeTimestampWindow(t *testing.T) {
 		}
 	}
 	// And a time is named.
-	d := newDecoder(cfg)
+	d := newDecoder(cfg, nil)
 	d.win.now = func() time.Time { return now }
 	var row Row
 	if err := d.decode(eventBody(`"2030-01-01T00:00:00Z"`), &row); err == nil || !strings.Contains(err.Error(), "2030-01-01T00:00:00Z is outside") {

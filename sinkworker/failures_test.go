@@ -285,7 +285,7 @@ func TestMemoryStaysBounded(t *testing.T) {
 	e.publish(evs)
 	backlog := 0
 	for i, ev := range evs {
-		backlog += int(eventSize(ev.body(i)) + slotSize)
+		backlog += int(eventSize(ev.body(i)) + rowSize + msgSize)
 	}
 	if backlog < 10*int(e.cfg.MaxBufferedBytes) {
 		t.Fatalf("backlog %d is not many times the cap", backlog)

@@ -1,6 +1,7 @@
 package sinkworker
 
 import (
+	"bytes"
 	"unicode/utf8"
 	"unsafe"
 )
@@ -44,8 +45,7 @@ const maxFastDepth = 64
 // win is the decoder's window of event times: an event outside it is
 // poison, which is declined like all poison.
 func fastDecode(data []byte, row *Row, win *eventWindow) bool {
-	var p fastParser
-	p.data = data
+	p := fastParser{data: data, maxDepth: maxFastDepth}
 	// Spans of the fields in data: [start, end).
 	var span [9][2]int
 	seen := 0
@@ -222,6 +222,8 @@ func asciiEqualFold(a string, b []byte) bool {
 type fastParser struct {
 	data []byte
 	i    int
+	// maxDepth bounds the nesting value accepts.
+	maxDepth int
 	// nonASCII is set by string when it skips a byte ≥ 0x80, which may be
 	// invalid UTF-8.
 	nonASCII bool
@@ -268,6 +270,21 @@ func (p *fastParser) key() (int, int, bool) {
 	return 0, 0, false
 }
 
+// anyKey reads an object name: its bytes without the quotes, or a decoded
+// copy when it has escapes (rare: names are usually plain).
+func (p *fastParser) anyKey() ([]byte, bool) {
+	start := p.i
+	if !p.string() {
+		return nil, false
+	}
+	raw := p.data[start:p.i]
+	if bytes.IndexByte(raw, '\\') < 0 {
+		return raw[1 : len(raw)-1], true
+	}
+	k, err := unquote(raw)
+	return []byte(k), err == nil
+}
+
 // plainString reads a string that encoding/json would decode to exactly its
 // bytes (no escapes, valid UTF-8), or null.
 func (p *fastParser) plainString() bool {
@@ -312,7 +329,7 @@ func (p *fastParser) value(depth int) bool {
 	case c == '"':
 		return p.string()
 	case c == '{':
-		if depth >= maxFastDepth {
+		if depth >= p.maxDepth {
 			return false
 		}
 		p.i++
@@ -342,7 +359,7 @@ func (p *fastParser) value(depth int) bool {
 			}
 		}
 	case c == '[':
-		if depth >= maxFastDepth {
+		if depth >= p.maxDepth {
 			return false
 		}
 		p.i++

@@ -169,7 +169,12 @@ func (f *fetcher) handle(ctx context.Context, msg jetstream.Msg, patience time.D
 	f.row.Subject = msg.Subject()
 	f.row.StreamSeq = int64(tm.seq)
 	f.row.ReceivedAt = meta.Timestamp
-	added, full := f.batcher.addWithin(&f.row, tm, eventSize(msg.Data()), time.Now(), patience)
+	size := eventSize(msg.Data())
+	if st := f.dec.declared; st != nil {
+		st.setProvenance(f.row.Subject, tm.seq, meta.Timestamp)
+		size += int64(st.allocated)
+	}
+	added, full := f.batcher.addWithin(&f.row, f.dec.values(), tm, size, time.Now(), patience)
 	if full {
 		return false
 	}

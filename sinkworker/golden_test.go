@@ -30,7 +30,7 @@ var goldenBodies = []string{
 // schema write. -update-golden rewrites the files, for a change that means
 // to alter them (then say so in the release notes).
 func TestEnvelopeFilesAreByteIdentical(t *testing.T) {
-	d := newDecoder(config.Default())
+	d := newDecoder(config.Default(), nil)
 	received := time.Date(2026, 3, 14, 12, 0, 0, 0, time.UTC)
 	byKey := map[partitionKey][]Row{}
 	var order []partitionKey
@@ -48,14 +48,14 @@ func TestEnvelopeFilesAreByteIdentical(t *testing.T) {
 		}
 		byKey[k] = append(byKey[k], row)
 	}
-	enc, err := newEncoder("zstd", 1)
+	enc, err := newEncoder("zstd", 1, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var keys []string
 	for _, k := range order {
 		rows := byKey[k]
-		key := objectKey("events/", "EVENTS.1", "warehouse", k, "hour", uint64(rows[0].StreamSeq), uint64(rows[len(rows)-1].StreamSeq))
+		key := objectKey("events/", "EVENTS.1", "warehouse", "app_id="+k.app, k.bucket, "hour", uint64(rows[0].StreamSeq), uint64(rows[len(rows)-1].StreamSeq))
 		keys = append(keys, key)
 		var buf bytes.Buffer
 		if err := enc.encode(&buf, rows); err != nil {

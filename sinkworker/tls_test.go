@@ -143,7 +143,7 @@ func TestUploaderTrustsTheS3CA(t *testing.T) {
 		cfg.S3TLSCA = string(caPEM)
 		var b *batcher
 		m := newMetrics(prometheus.NewRegistry(), func() *batcher { return b }, 0, false)
-		b = newBatcher(cfg, m)
+		b = newBatcher(cfg, nil, m)
 		up, err := newUploader(t.Context(), cfg, m)
 		if err != nil {
 			t.Fatal(err)

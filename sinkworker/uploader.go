@@ -94,17 +94,21 @@ func newUploader(ctx context.Context, cfg config.Config, m *metrics) (*uploader,
 
 // objectKey is the Hive-style, deterministic key of a batch's file: the same
 // events always map to the same key, so a retry cannot write a second copy.
+// partition is the path before date= (app_id=shop, tenant=acme/region=eu,
+// or empty), bucket the Unix time the partition's hour or day starts.
 // stream names the stream's incarnation (streamIncarnation), not just its
 // name: a stream deleted and re-created numbers its events from 1 again,
 // and its batches must not land on the keys of the old one's.
-func objectKey(prefix, stream, consumer string, key partitionKey, granularity string, firstSeq, lastSeq uint64) string {
-	t := time.Unix(key.bucket, 0).UTC()
+func objectKey(prefix, stream, consumer, partition string, bucket int64, granularity string, firstSeq, lastSeq uint64) string {
+	t := time.Unix(bucket, 0).UTC()
 	var sb strings.Builder
-	sb.Grow(len(prefix) + len(key.app) + len(stream) + len(consumer) + 80)
+	sb.Grow(len(prefix) + len(partition) + len(stream) + len(consumer) + 80)
 	sb.WriteString(prefix)
-	sb.WriteString("app_id=")
-	sb.WriteString(key.app)
-	sb.WriteString("/date=")
+	if partition != "" {
+		sb.WriteString(partition)
+		sb.WriteByte('/')
+	}
+	sb.WriteString("date=")
 	sb.WriteString(t.Format("2006-01-02"))
 	if granularity != config.GranularityDay {
 		sb.WriteString("/hour=")

@@ -27,7 +27,7 @@ func TestUploadNeverClobbers(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	var b *batcher
 	m := newMetrics(reg, func() *batcher { return b }, 0, false)
-	b = newBatcher(cfg, m)
+	b = newBatcher(cfg, nil, m)
 	up, err := newUploader(t.Context(), cfg, m)
 	if err != nil {
 		t.Fatal(err)

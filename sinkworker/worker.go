@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/parquet-go/parquet-go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -45,6 +46,8 @@ type Worker struct {
 	metrics  *metrics
 	batcher  *batcher
 	encoder  *encoder
+	// plan is the declared schema's, nil for the envelope.
+	plan *schemaPlan
 	backoff  Backoff
 	listener net.Listener
 
@@ -87,8 +90,11 @@ func New(cfg config.Config, opts Options) (*Worker, error) {
 		w.backoff = DefaultBackoff
 	}
 	w.metrics = newMetrics(w.reg, func() *batcher { return w.batcher }, cfg.MaxBufferedBytes, ownRegistry)
-	w.batcher = newBatcher(cfg, w.metrics)
-	enc, err := newEncoder(cfg.Compression, cfg.Workers)
+	if cfg.Schema != nil {
+		w.plan = compileSchema(cfg.Schema)
+	}
+	w.batcher = newBatcher(cfg, w.plan, w.metrics)
+	enc, err := newEncoder(cfg.Compression, cfg.Workers, w.plan)
 	if err != nil {
 		return nil, fmt.Errorf("%sCOMPRESSION: %w", config.EnvPrefix, err)
 	}
@@ -197,7 +203,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	var fs []*fetcher
 	pull := []jetstream.PullMessagesOpt{jetstream.PullMaxMessages(w.cfg.FetchBatchSize), jetstream.PullExpiry(pullExpiry)}
 	for range w.cfg.Workers {
-		f := &fetcher{cons: cons, pull: pull, pauseAfter: w.batcher.leaseAfter / 2, dec: newDecoder(w.cfg),
+		f := &fetcher{cons: cons, pull: pull, pauseAfter: w.batcher.leaseAfter / 2, dec: newDecoder(w.cfg, w.plan),
 			batcher: w.batcher, dead: dead, metrics: w.metrics, w: w}
 		fs = append(fs, f)
 		fetchers.Go(func() { f.run(workCtx) })
@@ -489,7 +495,7 @@ func (w *Worker) flushLoop(ctx, settleCtx context.Context, up *uploader, ack *ac
 func (w *Worker) flush(ctx, settleCtx context.Context, bt *batch, up *uploader, ack *acker) bool {
 	start := time.Now()
 	sort.Sort(bySeq{bt})
-	rows := dedupe(bt)
+	rows, vals := dedupe(bt)
 	buf := w.bufs.Get().(*bytes.Buffer)
 	buf.Reset()
 	defer func() {
@@ -498,9 +504,14 @@ func (w *Worker) flush(ctx, settleCtx context.Context, bt *batch, up *uploader, 
 		}
 	}()
 	first, last := bt.msgs[0].seq, bt.msgs[len(bt.msgs)-1].seq
-	key := objectKey(w.cfg.Prefix, w.incarnation, w.cfg.Consumer, bt.key, w.cfg.TimeGranularity, first, last)
+	key := objectKey(w.cfg.Prefix, w.incarnation, w.cfg.Consumer, w.partitionPath(bt.key), bt.key.bucket, w.cfg.TimeGranularity, first, last)
 	w.encoding <- struct{}{}
-	err := w.encoder.encode(buf, rows)
+	var err error
+	if w.plan != nil {
+		err = w.encoder.encodeValues(buf, vals)
+	} else {
+		err = w.encoder.encode(buf, rows)
+	}
 	<-w.encoding
 	if err != nil {
 		w.metrics.flushSeconds.WithLabelValues("error").Observe(time.Since(start).Seconds())
@@ -575,8 +586,17 @@ func (w *Worker) upload(ctx context.Context, up *uploader, key string, body []by
 	}
 }
 
-// bySeq sorts a batch's rows and messages together by stream sequence, so
-// the same events always encode to the same file.
+// partitionPath is the Hive path of a partition before date=: app_id=…
+// for the envelope, the declared partition columns' (possibly none) else.
+func (w *Worker) partitionPath(key partitionKey) string {
+	if w.plan == nil {
+		return "app_id=" + key.app
+	}
+	return key.app
+}
+
+// bySeq sorts a batch's rows, messages and value blocks together by stream
+// sequence, so the same events always encode to the same file.
 type bySeq struct{ b *batch }
 
 func (s bySeq) Len() int           { return len(s.b.msgs) }
@@ -584,12 +604,19 @@ func (s bySeq) Less(i, j int) bool { return s.b.msgs[i].seq < s.b.msgs[j].seq }
 func (s bySeq) Swap(i, j int) {
 	s.b.msgs[i], s.b.msgs[j] = s.b.msgs[j], s.b.msgs[i]
 	s.b.rows[i], s.b.rows[j] = s.b.rows[j], s.b.rows[i]
+	if w := s.b.width; w > 0 {
+		a, b := s.b.vals[i*w:(i+1)*w], s.b.vals[j*w:(j+1)*w]
+		for k := range a {
+			a[k], b[k] = b[k], a[k]
+		}
+	}
 }
 
-// dedupe drops repeated rows of one stream sequence from a sorted batch: an
-// event redelivered while its first copy still waited (a lost lease) is
-// written once, and both deliveries are ACKed.
-func dedupe(bt *batch) []Row {
+// dedupe drops repeated events of one stream sequence from a sorted batch:
+// an event redelivered while its first copy still waited (a lost lease) is
+// written once, and both deliveries are ACKed. It returns the rows and,
+// with a declared schema, the value blocks to write.
+func dedupe(bt *batch) ([]Row, []parquet.Value) {
 	dup := false
 	for i := 1; i < len(bt.msgs); i++ {
 		if bt.msgs[i].seq == bt.msgs[i-1].seq {
@@ -598,15 +625,22 @@ func dedupe(bt *batch) []Row {
 		}
 	}
 	if !dup {
-		return bt.rows
+		return bt.rows, bt.vals
 	}
 	rows := make([]Row, 0, len(bt.rows))
+	var vals []parquet.Value
+	if bt.width > 0 {
+		vals = make([]parquet.Value, 0, len(bt.vals))
+	}
 	for i := range bt.rows {
 		if i == 0 || bt.msgs[i].seq != bt.msgs[i-1].seq {
 			rows = append(rows, bt.rows[i])
+			if bt.width > 0 {
+				vals = append(vals, bt.vals[i*bt.width:(i+1)*bt.width]...)
+			}
 		}
 	}
-	return rows
+	return rows, vals
 }
 
 // unwritableAfter is how long uploads may fail in a row before the worker

@@ -86,7 +86,7 @@ func TestFinishedBacklogIsWrittenBeforeMaxAge(t *testing.T) {
 // The files carry the documented schema: microsecond UTC timestamps that
 // query engines read as instants, JSON strings, and provenance columns.
 func TestParquetSchema(t *testing.T) {
-	enc, err := newEncoder("zstd", 1)
+	enc, err := newEncoder("zstd", 1, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,14 +140,14 @@ func TestParquetSchema(t *testing.T) {
 
 func TestObjectKey(t *testing.T) {
 	key := partitionKey{app: "shop", bucket: time.Date(2026, 3, 14, 7, 0, 0, 0, time.UTC).Unix()}
-	if got, want := objectKey("events/", "EVENTS.1", "warehouse", key, "hour", 10, 250), "events/app_id=shop/date=2026-03-14/hour=07/EVENTS.1-warehouse-10-250.parquet"; got != want {
+	if got, want := objectKey("events/", "EVENTS.1", "warehouse", "app_id="+key.app, key.bucket, "hour", 10, 250), "events/app_id=shop/date=2026-03-14/hour=07/EVENTS.1-warehouse-10-250.parquet"; got != want {
 		t.Errorf("hour key = %s, want %s", got, want)
 	}
 	if got, want := streamIncarnation("EVENTS", time.Unix(0, 0x18b2c3d4e5f60718)), "EVENTS.18b2c3d4e5f60718"; got != want {
 		t.Errorf("incarnation = %s, want %s", got, want)
 	}
 	key.bucket = time.Date(2026, 3, 14, 0, 0, 0, 0, time.UTC).Unix()
-	if got, want := objectKey("", "EVENTS.1", "warehouse", key, "day", 1, 1), "app_id=shop/date=2026-03-14/EVENTS.1-warehouse-1-1.parquet"; got != want {
+	if got, want := objectKey("", "EVENTS.1", "warehouse", "app_id="+key.app, key.bucket, "day", 1, 1), "app_id=shop/date=2026-03-14/EVENTS.1-warehouse-1-1.parquet"; got != want {
 		t.Errorf("day key = %s, want %s", got, want)
 	}
 }
