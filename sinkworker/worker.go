@@ -40,14 +40,14 @@ type Options struct {
 // Worker is one sink worker process: it moves events from the configured
 // consumer to S3 until its context is cancelled, then drains.
 type Worker struct {
-	cfg      config.Config
-	log      *slog.Logger
-	reg      *prometheus.Registry
-	metrics  *metrics
-	batcher  *batcher
-	encoder  *encoder
+	cfg     config.Config
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	metrics *metrics
+	batcher *batcher
+	encoder *encoder
 	// plan is the declared schema's, nil for the envelope.
-	plan *schemaPlan
+	plan     *schemaPlan
 	backoff  Backoff
 	listener net.Listener
 
