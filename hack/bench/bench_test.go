@@ -15,7 +15,7 @@ import (
 )
 
 // TestSmoke runs the whole benchmark small, so `make bench` cannot rot:
-// 20,000 events through every kind of run, 20 sinks through the controller,
+// 20,000 events through every kind of run (the declared schema's too), 20 sinks through the controller,
 // every event found in the bucket, and a summary line that parses.
 func TestSmoke(t *testing.T) {
 	if testing.Short() {
@@ -63,7 +63,7 @@ func TestSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, v := range map[string]verification{"default": rep.mainCheck, "memory": rep.checks["memory"]} {
+	for name, v := range map[string]verification{"default": rep.mainCheck, "declared": rep.checks["declared"], "memory": rep.checks["memory"]} {
 		if !strings.Contains(v.String(), "0 missing") || v.footerRows == 0 {
 			t.Errorf("run %s: %s", name, v)
 		}

@@ -80,6 +80,31 @@ type sinkRun struct {
 	// The worker no longer makes the end of a backlog wait it out (its
 	// caught-up and idle cuts), so every run uses the default.
 	maxAge time.Duration
+	// schema, when set, is the sink's declared schema (the envelope else).
+	schema *config.Schema
+}
+
+// declaredSchema maps the generator's events onto 10 declared columns,
+// partitioned by app_id as the envelope is: the same events and files, so
+// the run measures the declared path against the envelope's.
+func declaredSchema() *config.Schema {
+	col := func(name, path, typ string) config.Column { return config.Column{Name: name, Path: path, Type: typ} }
+	return &config.Schema{
+		Columns: []config.Column{
+			col("event_id", "", config.TypeString),
+			col("app_id", "", config.TypeString),
+			col("event", "", config.TypeString),
+			col("timestamp", "", config.TypeTimestamp),
+			col("user_id", "", config.TypeString),
+			col("session_id", "", config.TypeString),
+			col("page", "properties.page", config.TypeString),
+			col("plan", "properties.plan", config.TypeString),
+			col("value", "properties.value", config.TypeDouble),
+			col("context", "", config.TypeJSON),
+		},
+		Time:        "timestamp",
+		PartitionBy: []string{"app_id"},
+	}
 }
 
 type sinkResult struct {
@@ -116,6 +141,7 @@ func (s *stack) workerConfig(run sinkRun) (config.Config, jetstream.ConsumerConf
 		sink.Spec.Batch.MaxAge = &metav1.Duration{Duration: run.maxAge}
 	}
 	cfg := workload.WorkerConfig(sink)
+	cfg.Schema = run.schema
 	want := cfg.ConsumerConfig()
 	want.MaxAckPending = workload.MaxAckPending(sink, cfg)
 	return cfg, want
