@@ -281,15 +281,20 @@ func (st *declaredState) scanObject(p *fastParser, node *pathNode, depth int) bo
 		vs := p.i
 		child := node.children[string(key)]
 		switch {
+		case child != nil && child.children != nil && p.i < len(p.data) && p.data[p.i] == '{':
+			// Columns further down (and maybe this object as a json
+			// column too: properties and properties.price).
+			if depth+1 >= p.maxDepth || !st.scanObject(p, child, depth+1) {
+				return false
+			}
+			if child.col >= 0 {
+				st.spans[child.col] = span{vs, p.i}
+			}
 		case child != nil && child.col >= 0:
 			if !p.value(depth + 1) {
 				return false
 			}
 			st.spans[child.col] = span{vs, p.i}
-		case child != nil && p.i < len(p.data) && p.data[p.i] == '{':
-			if depth+1 >= p.maxDepth || !st.scanObject(p, child, depth+1) {
-				return false
-			}
 		default:
 			// Not read by any column (or, for a node, not an object: the
 			// columns below it are absent).

@@ -173,3 +173,27 @@ func TestDeclaredEncode(t *testing.T) {
 	}
 	t.Log(f.Schema())
 }
+
+// A json column may hold an object whose fields are columns too.
+func TestDeclaredColumnInsideAJSONColumn(t *testing.T) {
+	s := benchSchema()
+	d, _ := declaredDecoder(t, s)
+	body := `{"app_id":"shop","event":"buy","timestamp":"2026-03-14T10:00:00Z","properties":{"path":"/cart","n":3},"context":{"ip":"10.0.0.9"}}`
+	var row Row
+	if err := d.decode([]byte(body), &row); err != nil {
+		t.Fatal(err)
+	}
+	v := d.values()
+	if got := string(v[6].ByteArray()); got != "/cart" {
+		t.Errorf("path = %q", got)
+	}
+	if got := v[7].Int64(); got != 3 {
+		t.Errorf("n = %d", got)
+	}
+	if got := string(v[9].ByteArray()); got != `{"path":"/cart","n":3}` {
+		t.Errorf("properties = %q", got)
+	}
+	if got := string(v[8].ByteArray()); got != "10.0.0.9" {
+		t.Errorf("ip = %q", got)
+	}
+}

@@ -172,15 +172,6 @@ func (s *Schema) validate(bad func(name, format string, args ...any)) {
 		}
 		paths[p] = c.Name
 	}
-	// A path inside another column's path would need the same value as a
-	// leaf and as an object.
-	for _, c := range s.Columns {
-		for _, o := range s.Columns {
-			if p, q := c.ColumnPath(), o.ColumnPath(); strings.HasPrefix(p, q+".") {
-				bad(v, "columns: the path %q of column %q is inside the path %q of column %q", p, c.Name, q, o.Name)
-			}
-		}
-	}
 	if c, ok := s.Column(s.Time); !ok {
 		bad(v, "time: %q must name a declared timestamp column", s.Time)
 	} else if c.Type != TypeTimestamp {
