@@ -13,10 +13,12 @@
 //
 //	  - Config.Workers fetcher goroutines pull from the consumer and decode in
 //	    place, so JSON decoding scales with the fetchers. A decoded event
-//	    becomes a trackedEvent that keeps its jetstream.Msg until its batch is
-//	    written.
-//	  - The batcher groups events by partition (app_id + the hour or day of the
-//	    event's timestamp). A partition's open batch is cut on
+//	    keeps its jetstream.Msg until its batch is written. Without a
+//	    Config.Schema an event is the analytics envelope, decoded into a Row
+//	    (event.go, fastjson.go); with one, into a block of typed Parquet
+//	    values, one per declared column (schema.go). Both alias the body.
+//	  - The batcher groups events by partition (app_id, or the schema's
+//	    partitionBy columns, + the hour or day of the event's time). A partition's open batch is cut on
 //	    BatchMaxEvents, BatchMaxBytes or BatchMaxAge, when the process-wide
 //	    MaxBufferedBytes cap is hit (largest partitions first), when the
 //	    consumer reaches MaxAckPending, when the consumer is caught up and the
