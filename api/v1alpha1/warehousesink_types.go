@@ -85,6 +85,14 @@ type WarehouseSinkSpec struct {
 	// +optional
 	Partitioning PartitioningSpec `json:"partitioning,omitempty"`
 
+	// schema declares the columns of the Parquet files and where each comes
+	// from in an event (a JSON object), the column that is the event time,
+	// and the columns that partition the object keys. Without it the files
+	// hold the analytics envelope (event_id, app_id, event, timestamp, …,
+	// partitioned by app_id), exactly as before schemas existed.
+	// +optional
+	Schema *SchemaSpec `json:"schema,omitempty"`
+
 	// image is the sink worker's container image. Empty means the
 	// operator's default worker image (its own image).
 	// +optional
@@ -300,7 +308,8 @@ type SourceSpec struct {
 	FetchBatchSize int32 `json:"fetchBatchSize,omitempty"`
 
 	// deadLetterSubject receives poison events (undecodable, or missing
-	// app_id, event or timestamp) with headers saying why, before they are
+	// app_id, event or timestamp; with schema, a required value missing or
+	// of the wrong type) with headers saying why, before they are
 	// terminated. Empty means poison events are terminated and counted only.
 	// It must not match any of filterSubjects, or the sink would read its
 	// own dead letters back.
@@ -336,7 +345,8 @@ type DestinationSpec struct {
 	Bucket string `json:"bucket"`
 
 	// prefix starts every object key, e.g. events/. Keys continue with
-	// app_id=<app>/date=YYYY-MM-DD/hour=HH/. Empty, or segments ending in /,
+	// app_id=<app>/date=YYYY-MM-DD/hour=HH/ (with schema, its partitionBy
+	// columns instead of app_id). Empty, or segments ending in /,
 	// with no leading / and no empty segment (//).
 	// +kubebuilder:validation:MaxLength=512
 	// +kubebuilder:validation:XValidation:rule="!self.startsWith('/')",message="destination.prefix must not start with /: object keys are relative to the bucket"
@@ -431,11 +441,149 @@ type TimeGranularity string
 
 // PartitioningSpec sets the object keys' partitions.
 type PartitioningSpec struct {
-	// timeGranularity of the partition on each event's timestamp (UTC):
-	// hour gives date=YYYY-MM-DD/hour=HH/, day gives date=YYYY-MM-DD/.
+	// timeGranularity of the partition on each event's timestamp (UTC;
+	// with schema, its time column): hour gives date=YYYY-MM-DD/hour=HH/,
+	// day gives date=YYYY-MM-DD/.
 	// +kubebuilder:default=hour
 	// +optional
 	TimeGranularity TimeGranularity `json:"timeGranularity,omitempty"`
+}
+
+// SchemaSpec declares the columns a sink writes. Every file also carries
+// three provenance columns after the declared ones: _subject (the NATS
+// subject), _stream_seq (the event's sequence in the stream) and
+// _received_at (when the stream stored it). Object keys are
+// <prefix><partitionBy columns>/date=YYYY-MM-DD/hour=HH/, e.g.
+// tenant=acme/region=eu/date=2025-01-31/hour=09/.
+//
+// The rules that compare columns with each other sit here. The worker
+// checks the same at start, and so does the operator on every reconcile,
+// except one the worker does not make: a column inside a column that is
+// not of type json, whose every event with the inner value would be
+// dead-lettered (the outer value is then an object, not its type).
+//
+// +kubebuilder:validation:XValidation:rule="self.columns.exists(c, c.name == self.time)",message="schema.time must name a declared column of type timestamp",fieldPath=".time"
+// +kubebuilder:validation:XValidation:rule="self.columns.all(c, c.name != self.time || c.type == 'timestamp')",message="schema.time must name a column of type timestamp: the event time drives date=/hour= and the event-time window",fieldPath=".time"
+// +kubebuilder:validation:XValidation:rule="!has(self.partitionBy) || self.partitionBy.all(p, self.columns.exists(c, c.name == p))",message="schema.partitionBy must name declared columns",fieldPath=".partitionBy"
+// +kubebuilder:validation:XValidation:rule="!has(self.partitionBy) || self.columns.all(c, !(c.name in self.partitionBy) || c.type in ['string', 'int64', 'boolean', 'date'])",message="schema.partitionBy must name columns of type string, int64, boolean or date: only they have one exact text form for a directory name",fieldPath=".partitionBy"
+// +kubebuilder:validation:XValidation:rule="!has(self.unmapped) || !has(self.unmapped.column) || !self.columns.exists(c, c.name == self.unmapped.column)",message="schema.unmapped.column must not be the name of a declared column",fieldPath=".unmapped.column"
+// +kubebuilder:validation:XValidation:rule="self.columns.all(i, c, self.columns.all(j, o, i == j || (has(c.path) && c.path.size() > 0 ? c.path : c.name) != (has(o.path) && o.path.size() > 0 ? o.path : o.name)))",message="schema.columns: no two columns may have the same path (a column without a path has its name as path)",fieldPath=".columns"
+// +kubebuilder:validation:XValidation:rule="self.columns.all(c, self.columns.all(o, o.type == 'json' || !(has(c.path) && c.path.size() > 0 ? c.path : c.name).startsWith((has(o.path) && o.path.size() > 0 ? o.path : o.name) + '.')))",message="schema.columns: a column's path may be inside another column's path (tags.site inside tags) only when that column is of type json: a value with columns inside it is an object, and only a json column holds one",fieldPath=".columns"
+type SchemaSpec struct {
+	// columns of the files, in file order (at most 64). Column names are
+	// unique.
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=64
+	Columns []SchemaColumn `json:"columns"`
+
+	// time names the column, of type timestamp, that is the event time: it
+	// drives the date=/hour= partition (partitioning.timeGranularity) and
+	// the window outside which an event time is refused as poison (a clock
+	// or unit mistake). It is always required: an event without it is
+	// poison.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=64
+	Time string `json:"time"`
+
+	// partitionBy names columns, in order, whose values make the Hive path
+	// before date=: [tenant, region] gives tenant=acme/region=eu/date=….
+	// Each must be of type string, int64, boolean or date. Values are
+	// escaped the Hive way (%XX for /, =, %, control characters and the
+	// like), so every value is one directory. These columns are always
+	// required: an event without one of them is poison. At most 8.
+	// +kubebuilder:validation:MaxItems=8
+	// +kubebuilder:validation:items:MaxLength=64
+	// +listType=set
+	// +optional
+	PartitionBy []string `json:"partitionBy,omitempty"`
+
+	// unmapped says what happens to an event's top-level fields that no
+	// column's path starts with: dropped (the default), or kept together
+	// as JSON in one column.
+	// +kubebuilder:default={}
+	// +optional
+	Unmapped UnmappedSpec `json:"unmapped,omitempty"`
+}
+
+// SchemaColumn is one declared column.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.format) || self.type == 'timestamp'",message="schema.columns.format is only for columns of type timestamp",fieldPath=".format"
+type SchemaColumn struct {
+	// name of the column: lower-case letters, digits and _, not starting
+	// with a digit, at most 64 characters (lower-case, so that engines that
+	// fold names and those that do not see the same column). date, hour,
+	// _subject, _stream_seq and _received_at are reserved.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:Pattern=`^[a-z_][a-z0-9_]*$`
+	// +kubebuilder:validation:XValidation:rule="!(self in ['date', 'hour', '_subject', '_stream_seq', '_received_at'])",message="schema.columns.name must not be date, hour, _subject, _stream_seq or _received_at: every file has these (the time partition and the provenance columns)"
+	Name string `json:"name"`
+
+	// path is where the value is in the event: object keys separated by
+	// dots, e.g. device or tags.site for {"tags": {"site": "x"}}. Empty
+	// means the column's name. A key that itself contains a dot cannot be
+	// addressed. No two columns share a path; a path may be inside
+	// another column's only when that column is of type json (tags as
+	// JSON, and tags.site as a column of its own).
+	// +kubebuilder:validation:MaxLength=256
+	// +kubebuilder:validation:Pattern=`^([^.]+([.][^.]+)*)?$`
+	// +optional
+	Path string `json:"path,omitempty"`
+
+	// type of the column: string, int64, double, boolean, timestamp (with
+	// format), date (input "YYYY-MM-DD") or json (the value, whatever it
+	// is, kept as JSON text). A value of another type makes the event
+	// poison.
+	// +kubebuilder:validation:Enum=string;int64;double;boolean;timestamp;date;json
+	Type string `json:"type"`
+
+	// format of a timestamp column's input: rfc3339 (the default, e.g.
+	// 2025-01-31T09:30:00Z), epochSeconds, epochMillis or epochMicros (a
+	// number). Only timestamp columns take one.
+	// +kubebuilder:validation:Enum=rfc3339;epochSeconds;epochMillis;epochMicros
+	// +optional
+	Format string `json:"format,omitempty"`
+
+	// required makes an event without the value (absent or null) poison;
+	// otherwise the column is null. The time column and the partitionBy
+	// columns are always required.
+	// +optional
+	Required bool `json:"required,omitempty"`
+}
+
+// UnmappedAction is what happens to fields no column's path covers.
+// +kubebuilder:validation:Enum=drop;keep
+type UnmappedAction string
+
+const (
+	// UnmappedDrop leaves them out of the files.
+	UnmappedDrop UnmappedAction = "drop"
+	// UnmappedKeep writes them, as one JSON object, to unmapped.column.
+	UnmappedKeep UnmappedAction = "keep"
+)
+
+// UnmappedSpec says what happens to the top-level fields of an event that
+// no column's path starts with.
+//
+// +kubebuilder:validation:XValidation:rule="!(has(self.action) && self.action == 'keep') || (has(self.column) && self.column.size() > 0)",message="schema.unmapped.column is required with action keep: it names the JSON column that keeps the unmapped fields",fieldPath=".column"
+// +kubebuilder:validation:XValidation:rule="(has(self.action) && self.action == 'keep') || !has(self.column) || self.column.size() == 0",message="schema.unmapped.column is only for action keep",fieldPath=".column"
+type UnmappedSpec struct {
+	// action is drop (the default: the fields are not written) or keep
+	// (they are written, as one JSON object, to column).
+	// +kubebuilder:default=drop
+	// +optional
+	Action UnmappedAction `json:"action,omitempty"`
+
+	// column names the json column that keeps the unmapped fields, with
+	// action keep. Like a column's name, it must not be a declared
+	// column's name or a reserved one.
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:Pattern=`^[a-z_][a-z0-9_]*$`
+	// +kubebuilder:validation:XValidation:rule="!(self in ['date', 'hour', '_subject', '_stream_seq', '_received_at'])",message="schema.unmapped.column must not be date, hour, _subject, _stream_seq or _received_at: every file has these (the time partition and the provenance columns)"
+	// +optional
+	Column string `json:"column,omitempty"`
 }
 
 // WarehouseSinkStatus is what the operator observed of a sink.
