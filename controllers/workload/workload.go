@@ -97,8 +97,29 @@ func WorkerConfig(sink *jetsinkv1.WarehouseSink) config.Config {
 	}
 	setIf(&c.Compression, string(s.Parquet.Compression))
 	setIf(&c.TimeGranularity, string(s.Partitioning.TimeGranularity))
+	c.Schema = schema(s.Schema)
 	setDuration(&c.ShutdownTimeout, s.ShutdownTimeout)
 	return c
+}
+
+// schema is spec.schema as the worker reads it, nil (the analytics
+// envelope, and no JETSINK_SCHEMA in the pod) when the sink declares none.
+func schema(s *jetsinkv1.SchemaSpec) *config.Schema {
+	if s == nil {
+		return nil
+	}
+	out := &config.Schema{
+		Time:        s.Time,
+		PartitionBy: s.PartitionBy,
+		Unmapped:    config.Unmapped{Action: string(s.Unmapped.Action), Column: s.Unmapped.Column},
+		Columns:     make([]config.Column, 0, len(s.Columns)),
+	}
+	for _, c := range s.Columns {
+		out.Columns = append(out.Columns, config.Column{
+			Name: c.Name, Path: c.Path, Type: c.Type, Format: c.Format, Required: c.Required,
+		})
+	}
+	return out
 }
 
 // ConsumerName is the durable consumer of the sink: spec.source.consumer,

@@ -1,6 +1,8 @@
 package workload
 
 import (
+	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -302,6 +304,84 @@ func TestDeployment(t *testing.T) {
 			}
 			tt.check(t, s)
 		})
+	}
+}
+
+// iotSchema is a sensor reading: a device, a site under tags, a reading, an
+// epoch-millisecond event time, partitioned by site.
+func iotSchema() *jetsinkv1.SchemaSpec {
+	return &jetsinkv1.SchemaSpec{
+		Columns: []jetsinkv1.SchemaColumn{
+			{Name: "device", Type: "string", Required: true},
+			{Name: "site", Path: "tags.site", Type: "string"},
+			{Name: "temperature", Path: "reading.celsius", Type: "double"},
+			{Name: "measured_at", Path: "ts", Type: "timestamp", Format: "epochMillis"},
+		},
+		Time:        "measured_at",
+		PartitionBy: []string{"site"},
+		Unmapped:    jetsinkv1.UnmappedSpec{Action: jetsinkv1.UnmappedKeep, Column: "extra"},
+	}
+}
+
+// workerEnvOf is the Deployment's literal env (no Secret references).
+func workerEnvOf(s *jetsinkv1.WarehouseSink) map[string]string {
+	env := map[string]string{}
+	for _, e := range Deployment(s, "img", Credentials{}).Spec.Template.Spec.Containers[0].Env {
+		if e.ValueFrom == nil {
+			env[e.Name] = e.Value
+		}
+	}
+	return env
+}
+
+// The worker loads spec.schema back from the pod's env as declared, and a
+// sink without one renders no JETSINK_SCHEMA at all, so its pod template
+// (and its files) stay as they were before schemas existed.
+func TestSchemaReachesTheWorker(t *testing.T) {
+	s := testSink()
+	before := specHash(Deployment(s, "img", Credentials{}).Spec.Template)
+	if v, ok := workerEnvOf(s)["JETSINK_SCHEMA"]; ok {
+		t.Fatalf("JETSINK_SCHEMA=%s without a schema", v)
+	}
+
+	s.Spec.Schema = iotSchema()
+	env := workerEnvOf(s)
+	got, err := config.Load(func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatalf("the worker rejects the rendered schema: %v", err)
+	}
+	want := &config.Schema{
+		Columns: []config.Column{
+			{Name: "device", Type: "string", Required: true},
+			{Name: "site", Path: "tags.site", Type: "string"},
+			{Name: "temperature", Path: "reading.celsius", Type: "double"},
+			{Name: "measured_at", Path: "ts", Type: "timestamp", Format: "epochMillis"},
+		},
+		Time: "measured_at", PartitionBy: []string{"site"},
+		Unmapped: config.Unmapped{Action: "keep", Column: "extra"},
+	}
+	if !reflect.DeepEqual(got.Schema, want) {
+		t.Errorf("worker's schema = %+v, want %+v", got.Schema, want)
+	}
+	if specHash(Deployment(s, "img", Credentials{}).Spec.Template) == before {
+		t.Error("adding a schema left the pod template as it was: the workers would not roll")
+	}
+
+	// spec.schema and JETSINK_SCHEMA share their JSON names: the API
+	// object's JSON is a schema the worker reads (it refuses unknown fields).
+	text, err := json.Marshal(s.Spec.Schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env["JETSINK_SCHEMA"] = string(text)
+	if got, err := config.Load(func(k string) string { return env[k] }); err != nil || !reflect.DeepEqual(got.Schema, want) {
+		t.Errorf("spec.schema's own JSON as JETSINK_SCHEMA: %+v, %v", got.Schema, err)
+	}
+
+	a := specHash(Deployment(s, "img", Credentials{}).Spec.Template)
+	s.Spec.Schema.Columns[2].Type = "int64"
+	if specHash(Deployment(s, "img", Credentials{}).Spec.Template) == a {
+		t.Error("changing a column's type left the pod template as it was")
 	}
 }
 
