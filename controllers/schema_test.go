@@ -3,12 +3,16 @@ package controllers
 import (
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
 
 	jetsinkv1 "github.com/jetsink/jetsink/api/v1alpha1"
 	"github.com/jetsink/jetsink/controllers/workload"
@@ -220,6 +224,34 @@ func TestSchemaValidationAcceptsGoodSchemas(t *testing.T) {
 			}
 			if err := workload.WorkerConfig(stored).Validate(); err != nil {
 				t.Errorf("the API server accepted a schema the worker refuses: %v", err)
+			}
+		})
+	}
+}
+
+// The samples of sinks with a schema are ones the API server and the worker
+// accept as they are written.
+func TestSchemaSamplesAreAccepted(t *testing.T) {
+	ns := namespace(t)
+	for _, name := range []string{"iot_telemetry_warehousesink.yaml", "orders_by_tenant_warehousesink.yaml"} {
+		t.Run(name, func(t *testing.T) {
+			text, err := os.ReadFile(filepath.Join("..", "config", "samples", name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := &jetsinkv1.WarehouseSink{}
+			if err := yaml.UnmarshalStrict(text, s); err != nil {
+				t.Fatalf("not a WarehouseSink: %v", err)
+			}
+			if s.Spec.Schema == nil {
+				t.Fatal("the sample declares no schema")
+			}
+			s.Namespace = ns
+			if err := k8s.Create(t.Context(), s, client.DryRunAll); err != nil {
+				t.Fatalf("the API server refuses the sample: %v", err)
+			}
+			if err := workload.WorkerConfig(s).Validate(); err != nil {
+				t.Errorf("the worker refuses the sample: %v", err)
 			}
 		})
 	}
