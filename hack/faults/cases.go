@@ -64,6 +64,45 @@ func withPoison(tag string, every int, mk func(int) event) func(int) event {
 	}
 }
 
+// declaredSchema reads the harness's events as a declared schema would: the
+// case's files then have the columns readback reads by name (event_id).
+func declaredSchema(c *config.Config) {
+	col := func(name, path, typ string, required bool) config.Column {
+		return config.Column{Name: name, Path: path, Type: typ, Required: required}
+	}
+	c.Schema = &config.Schema{
+		Columns: []config.Column{
+			col("event_id", "", config.TypeString, true),
+			col("app_id", "", config.TypeString, false),
+			col("event", "", config.TypeString, false),
+			col("timestamp", "", config.TypeTimestamp, false),
+			col("user_id", "", config.TypeString, true),
+			col("pad", "properties.pad", config.TypeString, false),
+		},
+		Time:        "timestamp",
+		PartitionBy: []string{"app_id"},
+		Unmapped:    config.Unmapped{Action: config.UnmappedKeep, Column: "extra"},
+	}
+}
+
+// schemaPoison is an event that is good JSON but does not fit
+// declaredSchema, in one of three ways by i.
+func schemaPoison(tag string, every int, mk func(int) event) func(int) event {
+	return func(i int) event {
+		if i%every != every/2 {
+			return mk(i)
+		}
+		id := fmt.Sprintf("%s-poison-%05d", tag, i)
+		ts := time.Now().UTC().Format(time.RFC3339Nano)
+		body := [...]string{
+			fmt.Sprintf(`{"event_id":%q,"app_id":"shop","event":"x","timestamp":%q,"user_id":17}`, id, ts),
+			fmt.Sprintf(`{"event_id":%q,"app_id":"shop","event":"x","timestamp":%q}`, id, ts),
+			fmt.Sprintf(`{"event_id":%q,"app_id":"shop","event":"x","timestamp":"soon","user_id":"u"}`, id),
+		}[(i/every)%3]
+		return event{id: id, app: "shop", poison: true, body: []byte(body)}
+	}
+}
+
 var cases = []*faultCase{
 	{
 		name: "1a-s3-stopped", about: "versitygw stopped for 24s (> AckWait×MaxDeliver) under live traffic",
@@ -390,6 +429,51 @@ var cases = []*faultCase{
 				r.fail("jetsink_buffered_bytes_peak %.0f MiB above the cap %d MiB", peak/(1<<20), limit>>20)
 			default:
 				r.note("buffered_bytes_peak %.0f MiB", peak/(1<<20))
+			}
+		},
+	},
+	{
+		name: "9-declared-schema", about: "a declared schema with poison that does not fit it; S3 5xx for 10s, then the worker SIGKILLed 3 times",
+		opts:     stackOpts{s3Front: true, worker: declaredSchema},
+		allowDup: true, settle: 40 * time.Second,
+		run: func(ctx context.Context, s *stack, r *result) error {
+			flow := background(func() error {
+				return s.pub.flow(ctx, 3000, 24*time.Second, schemaPoison("9", 40, flowOf("9", 100)))
+			})
+			if err := sleep(ctx, 3*time.Second); err != nil {
+				return err
+			}
+			s.front.fail(true)
+			if err := sleep(ctx, 10*time.Second); err != nil {
+				return err
+			}
+			s.front.fail(false)
+			for range 3 {
+				if err := sleep(ctx, 3*time.Second); err != nil {
+					return err
+				}
+				s.worker.kill9()
+			}
+			return flow.wait()
+		},
+		check: func(ctx context.Context, s *stack, r *result) {
+			dlq, err := deadLettered(ctx, s.js, dlqStream)
+			if err != nil {
+				r.fail("read the DLQ: %v", err)
+				return
+			}
+			reasons := map[string]int{}
+			for _, m := range dlq {
+				reasons[m.reason]++
+			}
+			r.note("dead-lettered by reason: %v", reasons)
+			for reason := range reasons {
+				if reason != "invalid_column" && reason != "missing_column" {
+					r.fail("a poison event dead-lettered as %q, not for the column it breaks", reason)
+				}
+			}
+			if reasons["invalid_column"] == 0 || reasons["missing_column"] == 0 {
+				r.fail("want both invalid_column and missing_column in the DLQ, got %v", reasons)
 			}
 		},
 	},
