@@ -172,6 +172,16 @@ func (s *Schema) validate(bad func(name, format string, args ...any)) {
 		}
 		paths[p] = c.Name
 	}
+	// A path inside another column's path reads from that column's value,
+	// which is then an object: only a json column can hold one.
+	for _, c := range s.Columns {
+		for _, o := range s.Columns {
+			if p, q := c.ColumnPath(), o.ColumnPath(); strings.HasPrefix(p, q+".") && o.Type != TypeJSON {
+				bad(v, "columns: the path %q of column %q is inside the path %q of column %q, which is a %s: only a json column can hold an object",
+					p, c.Name, q, o.Name, o.Type)
+			}
+		}
+	}
 	if c, ok := s.Column(s.Time); !ok {
 		bad(v, "time: %q must name a declared timestamp column", s.Time)
 	} else if c.Type != TypeTimestamp {

@@ -69,6 +69,7 @@ func TestSchemaValidation(t *testing.T) {
 		"partition double":  {func(s *Schema) { s.PartitionBy = []string{"temp"} }, `partitionBy[0]: column "temp" is a double`},
 		"reserved":          {func(s *Schema) { s.Columns[0].Name = "_subject" }, `columns[0].name: "_subject" is reserved`},
 		"upper case":        {func(s *Schema) { s.Columns[0].Name = "Device" }, `columns[0].name: "Device" must match`},
+		"inside a string":   {func(s *Schema) { s.Columns[0].Path = "tags" }, `columns: the path "tags.site" of column "site" is inside the path "tags" of column "device", which is a string`},
 		"same path":         {func(s *Schema) { s.Columns[0].Path = "tags.site" }, `columns[3].path: "tags.site" is also the path of column "device"`},
 		"empty segment":     {func(s *Schema) { s.Columns[3].Path = "tags..site" }, `columns[3].path: "tags..site" must be object keys`},
 		"format on string":  {func(s *Schema) { s.Columns[0].Format = FormatEpochMillis }, `columns[0].format: only a timestamp column takes a format`},
