@@ -457,10 +457,8 @@ type PartitioningSpec struct {
 // tenant=acme/region=eu/date=2025-01-31/hour=09/.
 //
 // The rules that compare columns with each other sit here. The worker
-// checks the same at start, and so does the operator on every reconcile,
-// except one the worker does not make: a column inside a column that is
-// not of type json, whose every event with the inner value would be
-// dead-lettered (the outer value is then an object, not its type).
+// checks the same at start (config.Schema), and so does the operator on
+// every reconcile.
 //
 // +kubebuilder:validation:XValidation:rule="self.columns.exists(c, c.name == self.time)",message="schema.time must name a declared column of type timestamp",fieldPath=".time"
 // +kubebuilder:validation:XValidation:rule="self.columns.all(c, c.name != self.time || c.type == 'timestamp')",message="schema.time must name a column of type timestamp: the event time drives date=/hour= and the event-time window",fieldPath=".time"
