@@ -29,6 +29,14 @@ cluster-deps: ## Install the Debian packages the local cluster runs on (as root;
 	elif [ "$$(id -u)" != 0 ]; then echo "cluster-deps: not root: the local cluster cannot run here, the e2e suite will skip"; \
 	else apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containerd runc containernetworking-plugins iptables iproute2; fi
 
+# test/lake reads the worker's files back with DuckDB, a C++ library linked
+# through cgo: the tests need a C and C++ compiler.
+.PHONY: test-deps
+test-deps: ## Install the C/C++ compiler the DuckDB read-back test links with (as root).
+	@if command -v gcc >/dev/null && command -v g++ >/dev/null; then :; \
+	elif [ "$$(id -u)" != 0 ]; then echo "test-deps: not root: install gcc and g++ for test/lake"; exit 1; \
+	else apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc g++; fi
+
 # hack/chartgen renders the chart's CRD and RBAC-rule templates from what
 # controller-gen wrote (never hand-copied), so make verify catches a stale chart.
 .PHONY: manifests
@@ -58,7 +66,7 @@ vet:
 	go vet ./...
 
 .PHONY: test
-test: tools cluster-deps vet ## Unit, envtest and worker integration tests against real servers.
+test: tools cluster-deps test-deps vet ## Unit, envtest and worker integration tests against real servers.
 	go test $(GO_TEST_FLAGS) -timeout 20m ./...
 
 # bench is long (about 15 minutes) and stays out of make test; its smoke
