@@ -2,7 +2,9 @@ package sinkworker
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
+	"fmt"
 	"math"
 	"reflect"
 	"strconv"
@@ -172,6 +174,15 @@ func parquetField(i int, name, typ string, required, dict bool) reflect.StructFi
 		tag += ",dict"
 	}
 	return reflect.StructField{Name: "C" + strconv.Itoa(i), Type: goType, Tag: reflect.StructTag(`parquet:"` + tag + `"`)}
+}
+
+// schemaSummary says in a log line what the files hold.
+func schemaSummary(s *config.Schema) string {
+	if s == nil {
+		return "the analytics envelope, by app_id"
+	}
+	return fmt.Sprintf("%d declared columns, time %s, by %v, unmapped %s", len(s.Columns), s.Time, s.PartitionBy,
+		cmp.Or(s.Unmapped.Action, config.UnmappedDrop))
 }
 
 // span is where a value is in the body: [start, end); start < 0 when absent.

@@ -210,7 +210,8 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	w.ready.Store(true)
 	w.log.Info("Started", "stream", w.cfg.Stream, "incarnation", w.incarnation, "consumer", w.cfg.Consumer,
-		"workers", w.cfg.Workers, "bucket", w.cfg.Bucket, "prefix", w.cfg.Prefix, "metrics", w.MetricsAddr())
+		"workers", w.cfg.Workers, "bucket", w.cfg.Bucket, "prefix", w.cfg.Prefix, "schema", schemaSummary(w.cfg.Schema),
+		"metrics", w.MetricsAddr())
 
 	var runErr error
 	select {
