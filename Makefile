@@ -30,12 +30,13 @@ cluster-deps: ## Install the Debian packages the local cluster runs on (as root;
 	else apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containerd runc containernetworking-plugins iptables iproute2; fi
 
 # test/lake reads the worker's files back with DuckDB, a C++ library linked
-# through cgo: the tests need a C and C++ compiler.
+# through cgo: the tests need a C and C++ compiler. The Iceberg tests run
+# their SQL catalog on a real PostgreSQL (internal/testutil/pgtest).
 .PHONY: test-deps
-test-deps: ## Install the C/C++ compiler the DuckDB read-back test links with (as root).
-	@if command -v gcc >/dev/null && command -v g++ >/dev/null; then :; \
-	elif [ "$$(id -u)" != 0 ]; then echo "test-deps: not root: install gcc and g++ for test/lake"; exit 1; \
-	else apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc g++; fi
+test-deps: ## Install the C/C++ compiler (DuckDB read-back) and PostgreSQL (Iceberg SQL catalog) the tests use (as root).
+	@if command -v gcc >/dev/null && command -v g++ >/dev/null && ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" != 0 ]; then echo "test-deps: not root: install gcc, g++ and postgresql for test/lake and sinkworker/table"; exit 1; \
+	else apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc g++ postgresql; fi
 
 # hack/chartgen renders the chart's CRD and RBAC-rule templates from what
 # controller-gen wrote (never hand-copied), so make verify catches a stale chart.
