@@ -1,8 +1,19 @@
 // Package table is the sink's Iceberg destination (issue #14, in
-// progress): what a sink has committed, kept in the table so that a
-// redelivered event already in it is ACKed without being written again.
-// docs/iceberg-exactly-once.md is the design and the argument.
+// progress): a table that follows the sink's schema, and commits that put
+// each event in it once. docs/iceberg-exactly-once.md is the design and
+// the argument.
 //
-// So far it holds SeqSet, the committed set's representation and its text
-// form in table properties; the committer that uses it is not written yet.
+//   - Ensure creates the sink's table from its schema (the same columns,
+//     the object keys' partitioning, a name mapping: the files carry no
+//     field IDs), adds the columns a changed schema adds, and refuses an
+//     incompatible change with ErrIncompatible.
+//   - Committer commits data files the worker wrote into the table's
+//     location, with the sink's committed set (SeqSet) in the same atomic
+//     commit: on fresh metadata it drops what is already in the table,
+//     retries conflicts on the table as it then is, and reads a commit
+//     whose answer was lost back from the table's history.
+//
+// Not yet done: the worker writing into the table's location and calling
+// Committer before it ACKs, spec.destination.table in the API, the demo on
+// PostgreSQL, the metrics and the fault cases.
 package table
