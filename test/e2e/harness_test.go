@@ -400,15 +400,7 @@ func (e *env) readBucket() (counts map[string]int, files int) {
 			if _, ok := e.rows[key]; ok || !strings.HasSuffix(key, ".parquet") {
 				continue // read before, or the operator's access-check marker
 			}
-			out, err := c.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(e.bucket), Key: aws.String(key)})
-			if err != nil {
-				e.t.Fatalf("get %s: %v", key, err)
-			}
-			body, err := io.ReadAll(out.Body)
-			out.Body.Close()
-			if err != nil {
-				e.t.Fatalf("read %s: %v", key, err)
-			}
+			body := e.object(key)
 			rows, err := parquet.Read[sinkworker.Row](bytes.NewReader(body), int64(len(body)))
 			if err != nil {
 				e.t.Fatalf("parquet %s: %v", key, err)
@@ -430,6 +422,21 @@ func (e *env) readBucket() (counts map[string]int, files int) {
 		}
 	}
 	return counts, len(e.rows)
+}
+
+// object is the body of the object at key.
+func (e *env) object(key string) []byte {
+	e.t.Helper()
+	out, err := st.S3Client().GetObject(e.t.Context(), &s3.GetObjectInput{Bucket: aws.String(e.bucket), Key: aws.String(key)})
+	if err != nil {
+		e.t.Fatalf("get %s: %v", key, err)
+	}
+	defer out.Body.Close()
+	body, err := io.ReadAll(out.Body)
+	if err != nil {
+		e.t.Fatalf("read %s: %v", key, err)
+	}
+	return body
 }
 
 // waitAllWritten waits until every published event is in the bucket and

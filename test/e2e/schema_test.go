@@ -3,15 +3,12 @@ package e2e
 import (
 	"bytes"
 	"fmt"
-	"io"
 	"maps"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/parquet-go/parquet-go"
 
 	jetsinkv1 "github.com/jetsink/jetsink/api/v1alpha1"
@@ -95,15 +92,7 @@ func (e *env) parquetKeys() []string { return slices.Sorted(maps.Keys(e.rows)) }
 // columns are the column names of the Parquet object at key.
 func (e *env) columns(key string) []string {
 	e.t.Helper()
-	out, err := st.S3Client().GetObject(e.t.Context(), &s3.GetObjectInput{Bucket: aws.String(e.bucket), Key: aws.String(key)})
-	if err != nil {
-		e.t.Fatalf("get %s: %v", key, err)
-	}
-	body, err := io.ReadAll(out.Body)
-	out.Body.Close()
-	if err != nil {
-		e.t.Fatalf("read %s: %v", key, err)
-	}
+	body := e.object(key)
 	f, err := parquet.OpenFile(bytes.NewReader(body), int64(len(body)))
 	if err != nil {
 		e.t.Fatalf("parquet %s: %v", key, err)
