@@ -558,7 +558,8 @@ func (st *declaredState) setProvenance(subject string, seq uint64, received time
 // partition values: %XX for control characters, the path's own '/' and
 // '=', the escape '%' itself and the characters Hive reserves. Everything
 // else, non-ASCII UTF-8 and spaces included, stays as it is, so any string
-// makes one valid key and hiveUnescape gives it back.
+// makes one valid key that decodes back to it (%XX, as Hive, Spark, Trino
+// and DuckDB decode it).
 func hiveEscape(b, v []byte) []byte {
 	const hex = "0123456789ABCDEF"
 	for _, c := range v {
@@ -580,27 +581,3 @@ var hiveEscaped = func() (t [256]bool) {
 	}
 	return t
 }()
-
-// hiveUnescape reverses hiveEscape.
-func hiveUnescape(s string) (string, bool) {
-	if !strings.Contains(s, "%") {
-		return s, true
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] != '%' {
-			b.WriteByte(s[i])
-			continue
-		}
-		if i+2 >= len(s) {
-			return "", false
-		}
-		n, err := strconv.ParseUint(s[i+1:i+3], 16, 8)
-		if err != nil {
-			return "", false
-		}
-		b.WriteByte(byte(n))
-		i += 2
-	}
-	return b.String(), true
-}

@@ -3,6 +3,7 @@ package sinkworker
 import (
 	"bytes"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -196,4 +197,28 @@ func TestDeclaredColumnInsideAJSONColumn(t *testing.T) {
 	if got := string(v[8].ByteArray()); got != "10.0.0.9" {
 		t.Errorf("ip = %q", got)
 	}
+}
+
+// hiveUnescape reverses hiveEscape (a reader of the keys does this).
+func hiveUnescape(s string) (string, bool) {
+	if !strings.Contains(s, "%") {
+		return s, true
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] != '%' {
+			b.WriteByte(s[i])
+			continue
+		}
+		if i+2 >= len(s) {
+			return "", false
+		}
+		n, err := strconv.ParseUint(s[i+1:i+3], 16, 8)
+		if err != nil {
+			return "", false
+		}
+		b.WriteByte(byte(n))
+		i += 2
+	}
+	return b.String(), true
 }
