@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -116,21 +117,12 @@ func compileSchema(s *config.Schema) *schemaPlan {
 		if c.Name == s.Time {
 			p.time = i
 		}
-		fields = append(fields, parquetField(i, c.Name, c.Type, pc.required, false))
+		// A partition's strings repeat through its file: dictionary-encoded.
+		dict := c.Type == config.TypeString && slices.Contains(s.PartitionBy, c.Name)
+		fields = append(fields, parquetField(i, c.Name, c.Type, pc.required, dict))
 	}
 	for _, name := range s.PartitionBy {
-		for i, c := range s.Columns {
-			if c.Name == name {
-				p.parts = append(p.parts, i)
-			}
-		}
-	}
-	for i := range fields {
-		for _, pi := range p.parts {
-			if pi == i && p.cols[i].typ == config.TypeString {
-				fields[i] = parquetField(i, p.cols[i].name, config.TypeString, true, true)
-			}
-		}
+		p.parts = append(p.parts, slices.IndexFunc(s.Columns, func(c config.Column) bool { return c.Name == name }))
 	}
 	n := len(s.Columns)
 	if s.Unmapped.Action == config.UnmappedKeep {
