@@ -108,6 +108,11 @@ type batch struct {
 	// inflight is a copy of the messages taken when a flusher took the
 	// batch: the flusher sorts msgs in place, so leases read this instead.
 	inflight []jetstream.Msg
+	// fileKey, fileSize and fileRows describe its file once written: what
+	// a table commit names.
+	fileKey  string
+	fileSize int64
+	fileRows int
 }
 
 // batcher groups events into per-partition batches and hands cut batches to

@@ -26,14 +26,18 @@ type metrics struct {
 	s3Errors     *prometheus.CounterVec
 
 	// What an operator alerts on when something outside the worker fails.
-	fetchErrors        prometheus.Counter
-	fetchersLive       prometheus.Gauge
-	reconnects         prometheus.Counter
-	redelivered        prometheus.Counter
-	leaseErrors        prometheus.Counter
-	uploads            *prometheus.CounterVec
-	uploadRetries      prometheus.Counter
-	alreadyWritten     *prometheus.CounterVec
+	fetchErrors    prometheus.Counter
+	fetchersLive   prometheus.Gauge
+	reconnects     prometheus.Counter
+	redelivered    prometheus.Counter
+	leaseErrors    prometheus.Counter
+	uploads        *prometheus.CounterVec
+	uploadRetries  prometheus.Counter
+	alreadyWritten *prometheus.CounterVec
+	// With an Iceberg table (#14): commit attempts by outcome, and
+	// redelivered events found committed (ACKed, not written again).
+	commits            *prometheus.CounterVec
+	alreadyCommitted   prometheus.Counter
 	lastUpload         prometheus.Gauge
 	deadLetterErrors   prometheus.Counter
 	deadLetterNoStream prometheus.Gauge
@@ -97,6 +101,11 @@ func newMetrics(reg prometheus.Registerer, b func() *batcher, limit int64, withR
 	m.alreadyWritten = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "already_written_total",
 		Help: "Uploads refused because the key exists (412), by what it held: identical (this file: written) or different (written under its own key)."},
 		[]string{"outcome"})
+	m.commits = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "table_commit_attempts_total",
+		Help: "Iceberg commit attempts, by outcome (ok, conflict, unknown, found: an unknown outcome read back as committed)."},
+		[]string{"outcome"})
+	m.alreadyCommitted = counter("table_already_committed_total",
+		"Events found in the table already (a redelivery after a lost ACK, a zombie's events): ACKed, not written again.")
 	m.lastUpload = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "last_upload_success_timestamp_seconds",
 		Help: "Unix time of the last successful upload; time() minus this is how long nothing was written."})
 	m.deadLetterErrors = counter("dead_letter_errors_total", "Dead-letter publishes that no stream acknowledged; the event is kept (NAKed for a later retry), not Term'd.")
@@ -108,7 +117,7 @@ func newMetrics(reg prometheus.Registerer, b func() *batcher, limit int64, withR
 	reg.MustRegister(m.received, m.acked, m.nacked, m.ackErrors, m.terminated, m.deadLettered, m.leased,
 		m.flushes, m.flushSeconds, m.files, m.fileBytes, m.fileRows, m.fileSize, m.s3Errors,
 		m.fetchErrors, m.fetchersLive, m.reconnects, m.redelivered, m.leaseErrors, m.uploads, m.uploadRetries,
-		m.alreadyWritten, m.lastUpload, m.deadLetterErrors, m.deadLetterNoStream,
+		m.alreadyWritten, m.commits, m.alreadyCommitted, m.lastUpload, m.deadLetterErrors, m.deadLetterNoStream,
 		gauge("oldest_unwritten_batch_age_seconds", "Age of the oldest event held and not yet written (0 when none).", func() float64 {
 			if t := b().oldest(); !t.IsZero() {
 				return time.Since(t).Seconds()

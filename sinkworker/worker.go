@@ -47,7 +47,12 @@ type Worker struct {
 	batcher *batcher
 	encoder *encoder
 	// plan is the declared schema's, nil for the envelope.
-	plan     *schemaPlan
+	plan *schemaPlan
+	// keyPrefix starts every object key: Config.Prefix, or the table's
+	// data directory with Config.Table.
+	keyPrefix string
+	// table commits written files before they are ACKed (Config.Table).
+	table    *tableSink
 	backoff  Backoff
 	listener net.Listener
 
@@ -78,7 +83,7 @@ func New(cfg config.Config, opts Options) (*Worker, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	w := &Worker{cfg: cfg, log: opts.Logger, reg: opts.Registry, backoff: opts.Backoff}
+	w := &Worker{cfg: cfg, log: opts.Logger, reg: opts.Registry, backoff: opts.Backoff, keyPrefix: cfg.Prefix}
 	if w.log == nil {
 		w.log = slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	}
@@ -162,6 +167,12 @@ func (w *Worker) Run(ctx context.Context) error {
 		return err
 	}
 
+	if w.cfg.Table != nil {
+		if w.table, err = w.openTable(ctx, cons); err != nil {
+			return err
+		}
+	}
+
 	// workCtx outlives ctx: uploads, ACKs and dead-letter publishes go on
 	// during the drain, and are cut off only at its deadline.
 	workCtx, cancelWork := context.WithCancel(context.Background())
@@ -185,13 +196,20 @@ func (w *Worker) Run(ctx context.Context) error {
 	// by side, while encoding, which is CPU, runs Workers at a time. The
 	// acker settles what they wrote; flushers counts it too, so waiting
 	// for flushers waits until every written batch is ACKed.
-	var flushers, flushLoops sync.WaitGroup
+	var flushers, flushLoops, committing sync.WaitGroup
 	for range nFlushers {
 		flushLoops.Go(func() { w.flushLoop(workCtx, settleCtx, up, ack) })
+	}
+	if w.table != nil {
+		committing.Go(func() { w.table.run(workCtx, settleCtx, up, ack) })
 	}
 	flushers.Go(func() { ack.run(settleCtx) })
 	flushers.Go(func() {
 		flushLoops.Wait()
+		if w.table != nil {
+			close(w.table.in)
+			committing.Wait()
+		}
 		close(ack.written)
 	})
 	stopTick := make(chan struct{})
@@ -479,10 +497,13 @@ func (w *Worker) flushLoop(ctx, settleCtx context.Context, up *uploader, ack *ac
 		if !ok {
 			return
 		}
-		if w.flush(ctx, settleCtx, bt, up, ack) {
-			ack.written <- bt
-		} else {
+		switch {
+		case !w.flush(ctx, settleCtx, bt, up, ack):
 			w.batcher.release(bt)
+		case w.table != nil:
+			w.table.in <- bt
+		default:
+			ack.written <- bt
 		}
 	}
 }
@@ -505,7 +526,7 @@ func (w *Worker) flush(ctx, settleCtx context.Context, bt *batch, up *uploader, 
 		}
 	}()
 	first, last := bt.msgs[0].seq, bt.msgs[len(bt.msgs)-1].seq
-	key := objectKey(w.cfg.Prefix, w.incarnation, w.cfg.Consumer, w.partitionPath(bt.key), bt.key.bucket, w.cfg.TimeGranularity, first, last)
+	key := objectKey(w.keyPrefix, w.incarnation, w.cfg.Consumer, w.partitionPath(bt.key), bt.key.bucket, w.cfg.TimeGranularity, first, last)
 	w.encoding <- struct{}{}
 	var err error
 	if w.plan != nil {
@@ -520,7 +541,9 @@ func (w *Worker) flush(ctx, settleCtx context.Context, bt *batch, up *uploader, 
 		ack.nak(settleCtx, bt.msgs, w.stopping.Load(), err)
 		return false
 	}
-	if key, err = w.upload(ctx, up, key, buf.Bytes(), bt); err != nil {
+	if key, err = w.upload(ctx, up, key, buf.Bytes(), bt); err == nil {
+		bt.fileKey, bt.fileSize, bt.fileRows = key, int64(buf.Len()), len(rows)
+	} else {
 		w.metrics.flushSeconds.WithLabelValues("error").Observe(time.Since(start).Seconds())
 		w.log.Warn("Could not write a batch before the shutdown deadline; its events are NAKed for redelivery",
 			"key", key, "events", len(bt.msgs), "reason", bt.reason, "error", err)

@@ -89,6 +89,9 @@ type Config struct {
 	// envelope. Rendered only when set, so sinks without one keep the pod
 	// template they had.
 	Schema *Schema `env:"SCHEMA"`
+	// Table, when set, commits the files to an Iceberg table (#14, in
+	// progress); nil leaves them as plain Parquet under Prefix.
+	Table *Table `env:"TABLE"`
 
 	// Events. An event time outside [EventTimeMin, now+EventTimeMaxAhead]
 	// is poison: a clock or unit mistake that would land in an absurd
@@ -248,6 +251,9 @@ func (c Config) Validate() error {
 	if c.Schema != nil {
 		c.Schema.validate(bad)
 	}
+	if c.Table != nil {
+		c.Table.validate(c.Bucket, bad)
+	}
 	c.validateTLS(bad)
 	return errors.Join(errs...)
 }
@@ -274,12 +280,15 @@ var (
 	durationType = reflect.TypeFor[time.Duration]()
 	timeType     = reflect.TypeFor[time.Time]()
 	schemaType   = reflect.TypeFor[*Schema]()
+	tableType    = reflect.TypeFor[*Table]()
 )
 
 func format(v reflect.Value) string {
 	switch {
 	case v.Type() == schemaType:
 		return v.Interface().(*Schema).render()
+	case v.Type() == tableType:
+		return v.Interface().(*Table).render()
 	case v.Type() == durationType:
 		return time.Duration(v.Int()).String()
 	case v.Type() == timeType:
@@ -299,6 +308,12 @@ func parse(v reflect.Value, raw string) error {
 			return err
 		}
 		v.Set(reflect.ValueOf(s))
+	case v.Type() == tableType:
+		t, err := parseTable(raw)
+		if err != nil {
+			return err
+		}
+		v.Set(reflect.ValueOf(t))
 	case v.Type() == durationType:
 		d, err := time.ParseDuration(raw)
 		if err != nil {

@@ -1,0 +1,281 @@
+package sinkworker
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/apache/iceberg-go"
+	sqlcat "github.com/apache/iceberg-go/catalog/sql"
+	icebergio "github.com/apache/iceberg-go/io"
+	_ "github.com/apache/iceberg-go/io/gocloud/s3" // s3:// table locations
+	icetable "github.com/apache/iceberg-go/table"
+	_ "github.com/jackc/pgx/v5/stdlib" // the SQL catalog's PostgreSQL driver
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetsink/jetsink/sinkworker/config"
+	"github.com/jetsink/jetsink/sinkworker/table"
+)
+
+// tableSink is the stage between the flushers and the acker when the sink
+// writes an Iceberg table (Config.Table, #14 in progress): written files
+// wait here, a commit interval or a file count at most, and their events
+// are ACKed only once a commit holding them succeeded, or once the table
+// shows them committed before (see docs/iceberg-exactly-once.md).
+type tableSink struct {
+	w         *Worker
+	committer *table.Committer
+	bucket    string
+	// partition gives a batch's file its partition values, by partition
+	// field ID.
+	partition func(bt *batch) map[int]any
+	cons      jetstream.Consumer
+	in        chan *batch
+	interval  time.Duration
+	maxFiles  int
+}
+
+// openTable opens the catalog, creates or evolves the table, and points
+// the worker's object keys into the table's location.
+func (w *Worker) openTable(ctx context.Context, cons jetstream.Consumer) (*tableSink, error) {
+	tc := w.cfg.Table
+	db, err := sql.Open("pgx", tc.URI)
+	if err != nil {
+		return nil, fmt.Errorf("table catalog: %w", err)
+	}
+	props := iceberg.Properties{"warehouse": tc.Warehouse, icebergio.S3Region: w.cfg.Region}
+	if w.cfg.Endpoint != "" {
+		props[icebergio.S3EndpointURL] = w.cfg.Endpoint
+		props[icebergio.S3ForceVirtualAddressing] = fmt.Sprint(!w.cfg.ForcePathStyle)
+	}
+	// The catalog writes the table's metadata with the worker's S3 keys;
+	// without keys, the AWS SDK's chain (web identity, instance role).
+	if id := os.Getenv("AWS_ACCESS_KEY_ID"); id != "" {
+		props[icebergio.S3AccessKeyID] = id
+		props[icebergio.S3SecretAccessKey] = os.Getenv("AWS_SECRET_ACCESS_KEY")
+		if tok := os.Getenv("AWS_SESSION_TOKEN"); tok != "" {
+			props[icebergio.S3SessionToken] = tok
+		}
+	}
+	cat, err := sqlcat.NewCatalog("jetsink", db, sqlcat.Postgres, props)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("table catalog: %w", err)
+	}
+	ident := icetable.Identifier{tc.Namespace, tc.Name}
+	tbl, err := table.Ensure(ctx, cat, ident, w.cfg.Schema, w.cfg.TimeGranularity)
+	if err != nil {
+		return nil, err
+	}
+	loc, ok := strings.CutPrefix(tbl.Location(), "s3://"+w.cfg.Bucket+"/")
+	if !ok {
+		return nil, fmt.Errorf("table %s.%s is at %s, outside s3://%s/ (S3_BUCKET), where the worker writes", tc.Namespace, tc.Name, tbl.Location(), w.cfg.Bucket)
+	}
+	w.keyPrefix = strings.TrimSuffix(loc, "/") + "/data/"
+	part, err := w.partitionValues(tbl)
+	if err != nil {
+		return nil, err
+	}
+	return &tableSink{
+		w: w, bucket: w.cfg.Bucket, partition: part, cons: cons,
+		committer: &table.Committer{Catalog: cat, Ident: ident, Sink: w.cfg.Consumer, Stream: w.incarnation,
+			Attempts: func(outcome string) { w.metrics.commits.WithLabelValues(outcome).Inc() }},
+		in:       make(chan *batch, w.cfg.Workers*flushersPerWorker),
+		interval: tc.Interval(), maxFiles: tc.MaxFiles(),
+	}, nil
+}
+
+// partitionValues maps a batch to the table's partition values: identity
+// fields from the partition's columns, the time field from its hour or day.
+func (w *Worker) partitionValues(tbl *icetable.Table) (func(*batch) map[int]any, error) {
+	spec, sc := tbl.Spec(), tbl.Schema()
+	type field struct {
+		id        int
+		col       int    // index in the value block, declared schemas
+		transform string // identity, hour, day
+	}
+	var fields []field
+	for _, f := range spec.Fields() {
+		name, _ := sc.FindColumnName(f.SourceID())
+		fl := field{id: f.FieldID, transform: f.Transform.String(), col: -1}
+		switch {
+		case fl.transform == "hour" && w.cfg.TimeGranularity == config.GranularityHour,
+			fl.transform == "day" && w.cfg.TimeGranularity == config.GranularityDay:
+		case fl.transform != "identity":
+			return nil, fmt.Errorf("table %s is partitioned by %s(%s), which this sink's %s files do not match",
+				strings.Join(tbl.Identifier(), "."), fl.transform, name, w.cfg.TimeGranularity)
+		case w.plan == nil && name == "app_id":
+		case w.plan != nil:
+			fl.col = slices.IndexFunc(w.plan.cols, func(c planColumn) bool { return c.name == name })
+			if fl.col < 0 || !slices.Contains(w.plan.parts, fl.col) {
+				return nil, fmt.Errorf("table %s is partitioned by %s, which is not one of the sink's partitionBy columns",
+					strings.Join(tbl.Identifier(), "."), name)
+			}
+		default:
+			return nil, fmt.Errorf("table %s is partitioned by %s, which the envelope's files are not", strings.Join(tbl.Identifier(), "."), name)
+		}
+		fields = append(fields, fl)
+	}
+	return func(bt *batch) map[int]any {
+		out := make(map[int]any, len(fields))
+		for _, f := range fields {
+			switch {
+			case f.transform == "hour":
+				out[f.id] = int32(bt.key.bucket / 3600)
+			case f.transform == "day":
+				out[f.id] = int32(bt.key.bucket / 86400)
+			case f.col < 0:
+				out[f.id] = bt.key.app
+			default:
+				v := bt.vals[f.col]
+				switch w.plan.cols[f.col].typ {
+				case config.TypeInt64:
+					out[f.id] = v.Int64()
+				case config.TypeBoolean:
+					out[f.id] = v.Boolean()
+				case config.TypeDate:
+					out[f.id] = iceberg.Date(v.Int32())
+				default:
+					out[f.id] = string(v.ByteArray())
+				}
+			}
+		}
+		return out
+	}, nil
+}
+
+// run commits what the flushers wrote until in is closed, then commits
+// what is left and returns.
+func (t *tableSink) run(ctx, settleCtx context.Context, up *uploader, ack *acker) {
+	var pending []*batch
+	var due <-chan time.Time
+	commit := func() {
+		t.commit(ctx, settleCtx, pending, up, ack)
+		pending, due = pending[:0], nil
+	}
+	for {
+		select {
+		case bt, ok := <-t.in:
+			if !ok {
+				if len(pending) > 0 {
+					commit()
+				}
+				return
+			}
+			pending = append(pending, bt)
+			if len(pending) == 1 {
+				due = time.After(t.interval)
+			}
+			// Draining: nothing waits for company.
+			if len(pending) >= t.maxFiles || t.w.stopping.Load() {
+				commit()
+			}
+		case <-due:
+			commit()
+		}
+	}
+}
+
+// commit commits the batches' files and hands what is in the table to the
+// acker. A file holding events the table has already (a redelivery after
+// a lost ACK, a zombie's) is written again without them and committed
+// anew; their deliveries are ACKed.
+func (t *tableSink) commit(ctx, settleCtx context.Context, batches []*batch, up *uploader, ack *acker) {
+	for len(batches) > 0 {
+		files := make([]table.File, len(batches))
+		byPath := make(map[string]*batch, len(batches))
+		for i, bt := range batches {
+			files[i] = table.File{Path: "s3://" + t.bucket + "/" + bt.fileKey, Size: bt.fileSize, Rows: int64(bt.fileRows),
+				Partition: t.partition(bt), Seqs: seqsOf(bt)}
+			byPath[files[i].Path] = bt
+		}
+		var floor uint64
+		if info, err := t.cons.Info(ctx); err == nil {
+			floor = info.AckFloor.Stream
+		}
+		start := time.Now()
+		out, err := t.committer.Commit(ctx, files, floor)
+		if err != nil {
+			// Only the drain's deadline ends a commit: hand the events back.
+			t.w.log.Warn("Could not commit to the table before the shutdown deadline; the events are NAKed", "files", len(batches), "error", err)
+			for _, bt := range batches {
+				ack.nak(settleCtx, bt.msgs, true, err)
+				t.w.shutdownNacked.Add(int64(len(bt.msgs)))
+				t.w.batcher.release(bt)
+			}
+			return
+		}
+		t.w.log.Debug("Committed to the table", "files", len(out.Committed), "already", len(out.Already), "rewrite", len(out.Rewrite),
+			"duration", time.Since(start))
+		done := map[string]bool{}
+		for _, f := range out.Committed {
+			done[f.Path] = true
+			ack.written <- byPath[f.Path]
+		}
+		already := map[uint64]bool{}
+		for _, s := range out.Already {
+			already[s] = true
+		}
+		t.w.metrics.alreadyCommitted.Add(float64(len(already)))
+		rewrite := map[string]bool{}
+		for _, f := range out.Rewrite {
+			rewrite[f.Path] = true
+		}
+		var again []*batch
+		for _, bt := range batches {
+			switch {
+			case done[bt.fileKeyPath(t.bucket)]:
+			case rewrite[bt.fileKeyPath(t.bucket)]:
+				in := bt.split(func(seq uint64) bool { return already[seq] })
+				ack.written <- in // in the table: ACK, nothing to write
+				if t.w.flush(ctx, settleCtx, bt, up, ack) {
+					again = append(again, bt)
+				} else {
+					t.w.batcher.release(bt)
+				}
+			default: // every event in the table already
+				ack.written <- bt
+			}
+		}
+		batches = again
+	}
+}
+
+// seqsOf is the batch's stream sequences, once each (flush sorted them).
+func seqsOf(bt *batch) []uint64 {
+	seqs := make([]uint64, 0, len(bt.msgs))
+	for _, m := range bt.msgs {
+		if n := len(seqs); n == 0 || seqs[n-1] != m.seq {
+			seqs = append(seqs, m.seq)
+		}
+	}
+	return seqs
+}
+
+func (bt *batch) fileKeyPath(bucket string) string { return "s3://" + bucket + "/" + bt.fileKey }
+
+// split moves the events for which out is true into a batch of their own,
+// for the acker, and keeps the rest. The new batch holds no memory of the
+// budget: bt's stays counted until bt is released.
+func (bt *batch) split(out func(seq uint64) bool) *batch {
+	gone := &batch{key: bt.key}
+	keep := 0
+	for i := range bt.msgs {
+		if out(bt.msgs[i].seq) {
+			gone.msgs = append(gone.msgs, bt.msgs[i])
+			continue
+		}
+		bt.msgs[keep], bt.rows[keep] = bt.msgs[i], bt.rows[i]
+		if w := bt.width; w > 0 {
+			copy(bt.vals[keep*w:(keep+1)*w], bt.vals[i*w:(i+1)*w])
+		}
+		keep++
+	}
+	bt.msgs, bt.rows = bt.msgs[:keep], bt.rows[:keep]
+	bt.vals = bt.vals[:keep*bt.width]
+	return gone
+}
