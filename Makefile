@@ -65,10 +65,13 @@ fmt:
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
 	go vet ./...
+	go vet -tags iceberg ./sinkworker/
 
 .PHONY: test
 test: tools cluster-deps test-deps vet ## Unit, envtest and worker integration tests against real servers.
 	go test $(GO_TEST_FLAGS) -timeout 20m ./...
+	# The Iceberg table stage (#14, in progress) is built only with -tags iceberg.
+	go test $(GO_TEST_FLAGS) -tags iceberg -timeout 5m -run 'TestTable' ./sinkworker/
 
 # bench is long (about 15 minutes) and stays out of make test; its smoke
 # version (hack/bench's test) runs there. BENCH_FLAGS passes flags through,
