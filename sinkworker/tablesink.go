@@ -5,6 +5,7 @@ package sinkworker
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -39,6 +40,26 @@ type tableSink struct {
 	in        chan *batch
 	interval  time.Duration
 	maxFiles  int
+}
+
+// openTableRetrying is openTable until it works: a catalog that cannot be
+// reached yet (or two workers creating its tables at once) is waited for,
+// not a crash loop. A table the sink cannot write is an error at once. It
+// returns nil, nil when ctx ends first.
+func (w *Worker) openTableRetrying(ctx context.Context, cons jetstream.Consumer) (*tableSink, error) {
+	for attempt := uint64(1); ; attempt++ {
+		ts, err := w.openTable(ctx, cons)
+		if err == nil || errors.Is(err, table.ErrIncompatible) || ctx.Err() != nil {
+			return ts, err
+		}
+		delay := w.backoff.Delay(attempt)
+		w.log.Warn("Cannot open the table; retrying", "error", err, "retry_in", delay)
+		select {
+		case <-ctx.Done():
+			return nil, nil
+		case <-time.After(delay):
+		}
+	}
 }
 
 // openTable opens the catalog, creates or evolves the table, and points

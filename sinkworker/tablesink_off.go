@@ -17,7 +17,7 @@ import (
 
 type tableSink struct{ in chan *batch }
 
-func (w *Worker) openTable(context.Context, jetstream.Consumer) (*tableSink, error) {
+func (w *Worker) openTableRetrying(context.Context, jetstream.Consumer) (*tableSink, error) {
 	return nil, errors.New(`JETSINK_TABLE: this worker is built without Iceberg tables (go build -tags iceberg; issue #14 is in progress)`)
 }
 

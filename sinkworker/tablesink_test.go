@@ -23,10 +23,7 @@ import (
 // event (as after lost ACKs) is recognised as committed and ACKed without
 // writing a row or a file. Real NATS, versitygw and PostgreSQL.
 func TestTableCommitsEachEventOnceAndRecognisesAReplay(t *testing.T) {
-	e := newEnv(t)
-	pg := pgtest.Start(t)
-	e.cfg.Table = &config.Table{Catalog: "sql", URI: pg.DSN, Warehouse: "s3://" + testBucket + "/warehouse",
-		Namespace: "analytics", Name: "events", CommitInterval: "200ms"}
+	e, pg := tableEnv(t)
 	evs := makeEvents(600, []string{"shop", "blog", "news"}, 2)
 	e.publish(evs)
 	w := e.start(Backoff{})
@@ -86,4 +83,74 @@ func tableSnapshot(t *testing.T, e *env, dsn string) *icetable.Snapshot {
 		t.Fatal("the table has no snapshot")
 	}
 	return tbl.CurrentSnapshot()
+}
+
+// tableEnv is newEnv with a table on a real PostgreSQL.
+func tableEnv(t *testing.T) (*env, *pgtest.Server) {
+	e := newEnv(t)
+	pg := pgtest.Start(t)
+	e.cfg.Table = &config.Table{Catalog: "sql", URI: pg.DSN, Warehouse: "s3://" + testBucket + "/warehouse",
+		Namespace: "analytics", Name: "events", CommitInterval: "200ms"}
+	return e, pg
+}
+
+// The catalog's database stopped for longer than AckWait × MaxDeliver is
+// an outage like S3's: the events wait, leased, no delivery is spent,
+// nothing is dead-lettered, and everything is committed once it is back.
+func TestTableCatalogOutageSpendsNoDeliveries(t *testing.T) {
+	e, pg := tableEnv(t)
+	e.cfg.AckWait, e.cfg.MaxDeliver = 2*time.Second, 2
+	e.cfg.BatchMaxAge = 200 * time.Millisecond
+	w := e.start(Backoff{Base: 100 * time.Millisecond, Max: time.Second})
+	first := makeEvents(200, []string{"shop"}, 1)
+	e.publish(first)
+	eventually(t, 30*time.Second, "the first events committed", func() bool {
+		return metric(t, w.reg, "jetsink_events_acked_total") == float64(len(first))
+	})
+	pg.Stop()
+	more := makeEvents(400, []string{"shop", "blog"}, 1)[200:]
+	for i, ev := range more {
+		e.publishRaw("events."+ev.App, ev.body(200+i))
+	}
+	e.waitPublished()
+	time.Sleep(6 * time.Second) // 3 × AckWait: every lease renewed or lost by now
+	if got := metric(t, w.reg, "jetsink_events_acked_total"); got != float64(len(first)) {
+		t.Errorf("%v events ACKed while the catalog was down, want %d", got, len(first))
+	}
+	pg.Start()
+	eventually(t, 60*time.Second, "every event committed after the outage", func() bool {
+		return metric(t, w.reg, "jetsink_events_acked_total") == float64(len(first)+len(more))
+	})
+	w.stop(t)
+	if got := metric(t, w.reg, "jetsink_events_dead_lettered_total"); got != 0 {
+		t.Errorf("%v events dead-lettered over a catalog outage", got)
+	}
+	if info := e.consumer(); info.NumRedelivered != 0 {
+		t.Errorf("%d events redelivered: the outage spent deliveries", info.NumRedelivered)
+	}
+	if got := tableSnapshot(t, e, pg.DSN).Summary.Properties["total-records"]; got != "400" {
+		t.Errorf("table holds %s records, want 400", got)
+	}
+	t.Logf("commit attempts: ok %v, unknown %v", metric(t, w.reg, "jetsink_table_commit_attempts_total", "outcome", "ok"),
+		metric(t, w.reg, "jetsink_table_commit_attempts_total", "outcome", "unknown"))
+}
+
+// Two workers commit to one table at once: their conflicts are retried
+// and every event is in the table once.
+func TestTableTwoWorkersCommitEachEventOnce(t *testing.T) {
+	e, pg := tableEnv(t)
+	w1, w2 := e.start(Backoff{}), e.start(Backoff{})
+	evs := makeEvents(3000, []string{"shop", "blog", "news"}, 2)
+	e.publish(evs)
+	eventually(t, 60*time.Second, "every event ACKed by one of them", func() bool {
+		return metric(t, w1.reg, "jetsink_events_acked_total")+metric(t, w2.reg, "jetsink_events_acked_total") == float64(len(evs))
+	})
+	w1.stop(t)
+	w2.stop(t)
+	if got := tableSnapshot(t, e, pg.DSN).Summary.Properties["total-records"]; got != strconv.Itoa(len(evs)) {
+		t.Errorf("table holds %s records, want %d", got, len(evs))
+	}
+	conflicts := metric(t, w1.reg, "jetsink_table_commit_attempts_total", "outcome", "conflict") +
+		metric(t, w2.reg, "jetsink_table_commit_attempts_total", "outcome", "conflict")
+	t.Logf("%v conflicts retried", conflicts)
 }

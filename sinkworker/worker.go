@@ -168,8 +168,8 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 
 	if w.cfg.Table != nil {
-		if w.table, err = w.openTable(ctx, cons); err != nil {
-			return err
+		if w.table, err = w.openTableRetrying(ctx, cons); err != nil || w.table == nil {
+			return err // nil: stopped while waiting
 		}
 	}
 

@@ -26,7 +26,15 @@ type Server struct {
 	// DSN connects as the superuser postgres to the database postgres.
 	DSN  string
 	Addr string
+
+	start  func() // starts the server process on the same data and port
+	stop   func() // stops it (fast shutdown)
+	signal func(syscall.Signal)
 }
+
+// Stop stops the server (an outage); Start starts it again with its data.
+func (s *Server) Stop()  { s.stop() }
+func (s *Server) Start() { s.start() }
 
 // binDir finds the server's binaries.
 func binDir(t testing.TB) string {
@@ -75,42 +83,53 @@ func Start(t testing.TB) *Server {
 	}
 	port := freePort(t)
 	addr := "127.0.0.1:" + strconv.Itoa(port)
+	s := &Server{DSN: fmt.Sprintf("postgres://postgres@%s/postgres?sslmode=disable", addr), Addr: addr}
+	var exited chan error
 	var logs bytes.Buffer
-	cmd := run("postgres", "-D", data, "-p", strconv.Itoa(port), "-c", "listen_addresses=127.0.0.1",
-		"-c", "unix_socket_directories="+dir, "-c", "fsync=off", "-c", "max_connections=100")
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("pgtest: start postgres: %v", err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGINT) // fast shutdown
+	s.stop = func() {
+		if exited == nil {
+			return
+		}
+		s.signal(syscall.SIGINT) // fast shutdown
 		select {
 		case <-exited:
 		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
+			s.signal(syscall.SIGKILL)
 			<-exited
 		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		// pg_isready asks the server itself: a TCP connect alone cannot
-		// tell a listening server from one still starting up.
-		if err := run("pg_isready", "-q", "-h", "127.0.0.1", "-p", strconv.Itoa(port)).Run(); err == nil {
-			break
+		exited = nil
+	}
+	s.start = func() {
+		t.Helper()
+		cmd := run("postgres", "-D", data, "-p", strconv.Itoa(port), "-c", "listen_addresses=127.0.0.1",
+			"-c", "unix_socket_directories="+dir, "-c", "fsync=off", "-c", "max_connections=100")
+		cmd.Stdout, cmd.Stderr = &logs, &logs
+		if err := cmd.Start(); err != nil {
+			t.Fatalf("pgtest: start postgres: %v", err)
 		}
-		select {
-		case err := <-exited:
-			exited <- err
-			t.Fatalf("pgtest: postgres exited: %v\n%s", err, logs.String())
-		case <-time.After(100 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pgtest: postgres not ready on %s\n%s", addr, logs.String())
+		exited = make(chan error, 1)
+		s.signal = func(sig syscall.Signal) { _ = cmd.Process.Signal(sig) }
+		go func(done chan error) { done <- cmd.Wait() }(exited)
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			// pg_isready asks the server itself: a TCP connect alone
+			// cannot tell a listening server from one starting up.
+			if err := run("pg_isready", "-q", "-h", "127.0.0.1", "-p", strconv.Itoa(port)).Run(); err == nil {
+				return
+			}
+			select {
+			case err := <-exited:
+				t.Fatalf("pgtest: postgres exited: %v\n%s", err, logs.String())
+			case <-time.After(100 * time.Millisecond):
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("pgtest: postgres not ready on %s\n%s", addr, logs.String())
+			}
 		}
 	}
-	return &Server{DSN: fmt.Sprintf("postgres://postgres@%s/postgres?sslmode=disable", addr), Addr: addr}
+	s.start()
+	t.Cleanup(s.stop)
+	return s
 }
 
 func freePort(t testing.TB) int {
