@@ -19,6 +19,7 @@ import (
 	"github.com/jetsink/jetsink/internal/testutil/pgtest"
 	"github.com/jetsink/jetsink/internal/testutil/s3test"
 	"github.com/jetsink/jetsink/sinkworker/config"
+	"github.com/jetsink/jetsink/sinkworker/table"
 )
 
 // A sink with a table commits every event to it once; a replay of every
@@ -110,10 +111,7 @@ func loadTable(t *testing.T, e *env, dsn string) *icetable.Table {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	cat, err := sqlcat.NewCatalog("jetsink", db, sqlcat.Postgres, iceberg.Properties{
-		icebergio.S3EndpointURL: e.s3.URL, icebergio.S3Region: s3test.Region, icebergio.S3ForceVirtualAddressing: "false",
-		icebergio.S3AccessKeyID: s3test.AccessKey, icebergio.S3SecretAccessKey: s3test.SecretKey,
-	})
+	cat, err := sqlcat.NewCatalog("jetsink", db, sqlcat.Postgres, testTableProps(e))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,4 +190,74 @@ func TestTableTwoWorkersCommitEachEventOnce(t *testing.T) {
 	conflicts := metric(t, w1.reg, "jetsink_table_commit_attempts_total", "outcome", "conflict") +
 		metric(t, w2.reg, "jetsink_table_commit_attempts_total", "outcome", "conflict")
 	t.Logf("%v conflicts retried", conflicts)
+}
+
+// A batch holding some events the table has already (a zombie's, whose
+// lease lapsed and whose events another worker committed meanwhile) is
+// written again without them: they are ACKed, the rest committed once.
+func TestTableRewritesAFileHoldingCommittedEvents(t *testing.T) {
+	e, pg := tableEnv(t)
+	e.cfg.BatchMaxAge = time.Hour // one batch, cut at shutdown
+	e.cfg.AckWait = 2 * time.Hour
+	evs := makeEvents(20, []string{"shop"}, 1)
+	e.publish(evs)
+
+	// Events 5..10 are in the table already, committed by "another
+	// worker": the table is made as the worker makes it, then a file
+	// holding them committed under the sink's committed set.
+	ctx := t.Context()
+	st, err := e.js.Stream(ctx, testStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("pgx", pg.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	cat, err := sqlcat.NewCatalog("jetsink", db, sqlcat.Postgres, testTableProps(e))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ident := icetable.Identifier{"analytics", "events"}
+	tbl, err := table.Ensure(ctx, cat, ident, nil, config.GranularityHour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := tbl.Spec()
+	hour := int32(evs[0].TS.Unix() / 3600)
+	c := &table.Committer{Catalog: cat, Ident: ident, Sink: e.cfg.Consumer, Stream: streamIncarnation(testStream, st.CachedInfo().Created)}
+	other := table.File{Path: tbl.Location() + "/data/other.parquet", Size: 100, Rows: 6,
+		Partition: map[int]any{spec.Field(0).FieldID: "shop", spec.Field(1).FieldID: hour}, Seqs: []uint64{5, 6, 7, 8, 9, 10}}
+	if out, err := c.Commit(ctx, []table.File{other}, 0); err != nil || len(out.Committed) != 1 {
+		t.Fatalf("the other worker's commit: %+v, %v", out, err)
+	}
+
+	w := e.start(Backoff{})
+	eventually(t, 30*time.Second, "every event read", func() bool {
+		return metric(t, w.reg, "jetsink_events_received_total") == float64(len(evs))
+	})
+	w.stop(t) // cuts the one batch: committed at shutdown
+	if got := metric(t, w.reg, "jetsink_events_acked_total"); got != float64(len(evs)) {
+		t.Errorf("%v events ACKed, want all %d", got, len(evs))
+	}
+	if got := metric(t, w.reg, "jetsink_table_already_committed_total"); got != 6 {
+		t.Errorf("%v events recognised as committed, want 6", got)
+	}
+	snap := tableSnapshot(t, e, pg.DSN)
+	if got := snap.Summary.Properties["total-records"]; got != "20" {
+		t.Errorf("table holds %s records, want 20 (6 from the other worker, 14 rewritten)", got)
+	}
+	if got := snap.Summary.Properties["total-data-files"]; got != "2" {
+		t.Errorf("table holds %s files, want 2", got)
+	}
+}
+
+// testTableProps are the catalog properties for this env's S3.
+func testTableProps(e *env) iceberg.Properties {
+	return iceberg.Properties{
+		"warehouse":             e.cfg.Table.Warehouse,
+		icebergio.S3EndpointURL: e.s3.URL, icebergio.S3Region: s3test.Region, icebergio.S3ForceVirtualAddressing: "false",
+		icebergio.S3AccessKeyID: s3test.AccessKey, icebergio.S3SecretAccessKey: s3test.SecretKey,
+	}
 }
