@@ -38,6 +38,10 @@ type metrics struct {
 	// redelivered events found committed (ACKed, not written again).
 	commits            *prometheus.CounterVec
 	alreadyCommitted   prometheus.Counter
+	commitSeconds      prometheus.Histogram
+	commitFiles        prometheus.Histogram
+	commitRows         prometheus.Counter
+	tableSnapshots     prometheus.Gauge
 	lastUpload         prometheus.Gauge
 	deadLetterErrors   prometheus.Counter
 	deadLetterNoStream prometheus.Gauge
@@ -106,6 +110,14 @@ func newMetrics(reg prometheus.Registerer, b func() *batcher, limit int64, withR
 		[]string{"outcome"})
 	m.alreadyCommitted = counter("table_already_committed_total",
 		"Events found in the table already (a redelivery after a lost ACK, a zombie's events): ACKed, not written again.")
+	m.commitSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Name: "table_commit_duration_seconds",
+		Help:    "Time from a commit's start to its success, conflicts and retries included.",
+		Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)})
+	m.commitFiles = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: namespace, Name: "table_commit_files",
+		Help: "Data files per successful commit.", Buckets: prometheus.ExponentialBuckets(1, 2, 10)})
+	m.commitRows = counter("table_committed_rows_total", "Rows committed to the table.")
+	m.tableSnapshots = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "table_snapshots",
+		Help: "Snapshots of the table after this worker's last commit: it grows until snapshots are expired."})
 	m.lastUpload = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: namespace, Name: "last_upload_success_timestamp_seconds",
 		Help: "Unix time of the last successful upload; time() minus this is how long nothing was written."})
 	m.deadLetterErrors = counter("dead_letter_errors_total", "Dead-letter publishes that no stream acknowledged; the event is kept (NAKed for a later retry), not Term'd.")
@@ -117,7 +129,7 @@ func newMetrics(reg prometheus.Registerer, b func() *batcher, limit int64, withR
 	reg.MustRegister(m.received, m.acked, m.nacked, m.ackErrors, m.terminated, m.deadLettered, m.leased,
 		m.flushes, m.flushSeconds, m.files, m.fileBytes, m.fileRows, m.fileSize, m.s3Errors,
 		m.fetchErrors, m.fetchersLive, m.reconnects, m.redelivered, m.leaseErrors, m.uploads, m.uploadRetries,
-		m.alreadyWritten, m.commits, m.alreadyCommitted, m.lastUpload, m.deadLetterErrors, m.deadLetterNoStream,
+		m.alreadyWritten, m.commits, m.alreadyCommitted, m.commitSeconds, m.commitFiles, m.commitRows, m.tableSnapshots, m.lastUpload, m.deadLetterErrors, m.deadLetterNoStream,
 		gauge("oldest_unwritten_batch_age_seconds", "Age of the oldest event held and not yet written (0 when none).", func() float64 {
 			if t := b().oldest(); !t.IsZero() {
 				return time.Since(t).Seconds()

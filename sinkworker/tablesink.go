@@ -234,6 +234,16 @@ func (t *tableSink) commit(ctx, settleCtx context.Context, batches []*batch, up 
 		}
 		t.w.log.Debug("Committed to the table", "files", len(out.Committed), "already", len(out.Already), "rewrite", len(out.Rewrite),
 			"duration", time.Since(start))
+		if len(out.Committed) > 0 {
+			t.w.metrics.commitSeconds.Observe(time.Since(start).Seconds())
+			t.w.metrics.commitFiles.Observe(float64(len(out.Committed)))
+			for _, f := range out.Committed {
+				t.w.metrics.commitRows.Add(float64(f.Rows))
+			}
+		}
+		if out.Snapshots > 0 {
+			t.w.metrics.tableSnapshots.Set(float64(out.Snapshots))
+		}
 		done := map[string]bool{}
 		for _, f := range out.Committed {
 			done[f.Path] = true

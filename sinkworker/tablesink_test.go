@@ -72,6 +72,12 @@ func TestTableCommitsEachEventOnceAndRecognisesAReplay(t *testing.T) {
 	if got := snap.Summary.Properties["total-data-files"]; got != files {
 		t.Errorf("after the replay the table holds %s files, want %s", got, files)
 	}
+	if got := metric(t, w.reg, "jetsink_table_committed_rows_total"); got != float64(len(evs)) {
+		t.Errorf("jetsink_table_committed_rows_total %v, want %d", got, len(evs))
+	}
+	if got := metric(t, w.reg, "jetsink_table_snapshots"); got < 1 {
+		t.Errorf("jetsink_table_snapshots %v, want the table's snapshots", got)
+	}
 	t.Logf("%s records in %s files", records, files)
 }
 

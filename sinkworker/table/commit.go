@@ -48,6 +48,9 @@ type Outcome struct {
 	// that are not: the caller writes them again without Already's events
 	// and commits the new files. Nothing of theirs was committed.
 	Rewrite []File
+	// Snapshots is how many snapshots the table has after the commit (0
+	// when it was found committed, not made): what snapshot expiry is for.
+	Snapshots int
 }
 
 // Committer commits a sink's data files to its table so that each event
@@ -172,9 +175,11 @@ func (c *Committer) attempt(ctx context.Context, files []File, ackFloor uint64, 
 	if err := tx.AddDataFiles(ctx, dfs, summary, table.WithoutDuplicateCheck()); err != nil {
 		return Outcome{}, false, fmt.Errorf("add data files: %w", err)
 	}
-	if _, err := tx.Commit(ctx); err != nil {
+	committed, err := tx.Commit(ctx)
+	if err != nil {
 		return out, true, fmt.Errorf("commit: %w", err)
 	}
+	out.Snapshots = len(committed.Metadata().Snapshots())
 	c.count(AttemptOK)
 	return out, true, nil
 }
