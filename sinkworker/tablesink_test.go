@@ -112,16 +112,7 @@ func scanColumn(t *testing.T, e *env, dsn, name string) []string {
 
 func loadTable(t *testing.T, e *env, dsn string) *icetable.Table {
 	t.Helper()
-	db, err := sql.Open("pgx", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	cat, err := sqlcat.NewCatalog("jetsink", db, sqlcat.Postgres, testTableProps(e))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tbl, err := cat.LoadTable(context.Background(), icetable.Identifier{"analytics", "events"})
+	tbl, err := tableCatalog(t, e, dsn).LoadTable(context.Background(), icetable.Identifier{"analytics", "events"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,15 +207,7 @@ func TestTableRewritesAFileHoldingCommittedEvents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	db, err := sql.Open("pgx", pg.DSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	cat, err := sqlcat.NewCatalog("jetsink", db, sqlcat.Postgres, testTableProps(e))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cat := tableCatalog(t, e, pg.DSN)
 	ident := icetable.Identifier{"analytics", "events"}
 	tbl, err := table.Ensure(ctx, cat, ident, nil, config.GranularityHour)
 	if err != nil {
@@ -259,11 +242,22 @@ func TestTableRewritesAFileHoldingCommittedEvents(t *testing.T) {
 	}
 }
 
-// testTableProps are the catalog properties for this env's S3.
-func testTableProps(e *env) iceberg.Properties {
-	return iceberg.Properties{
+// tableCatalog is the worker's SQL catalog as the test sees it: the same
+// database, and this env's S3 without the fault proxy.
+func tableCatalog(t *testing.T, e *env, dsn string) *sqlcat.Catalog {
+	t.Helper()
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	cat, err := sqlcat.NewCatalog("jetsink", db, sqlcat.Postgres, iceberg.Properties{
 		"warehouse":             e.cfg.Table.Warehouse,
 		icebergio.S3EndpointURL: e.s3.URL, icebergio.S3Region: s3test.Region, icebergio.S3ForceVirtualAddressing: "false",
 		icebergio.S3AccessKeyID: s3test.AccessKey, icebergio.S3SecretAccessKey: s3test.SecretKey,
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
+	return cat
 }
