@@ -37,6 +37,7 @@ type tableSink struct {
 	// field ID.
 	partition func(bt *batch) map[int]any
 	cons      jetstream.Consumer
+	db        *sql.DB // the catalog's, closed when run returns
 	in        chan *batch
 	interval  time.Duration
 	maxFiles  int
@@ -92,19 +93,22 @@ func (w *Worker) openTable(ctx context.Context, cons jetstream.Consumer) (*table
 	ident := icetable.Identifier{tc.Namespace, tc.Name}
 	tbl, err := table.Ensure(ctx, cat, ident, w.cfg.Schema, w.cfg.TimeGranularity)
 	if err != nil {
+		db.Close()
 		return nil, err
 	}
 	loc, ok := strings.CutPrefix(tbl.Location(), "s3://"+w.cfg.Bucket+"/")
 	if !ok {
+		db.Close()
 		return nil, fmt.Errorf("table %s.%s is at %s, outside s3://%s/ (S3_BUCKET), where the worker writes", tc.Namespace, tc.Name, tbl.Location(), w.cfg.Bucket)
 	}
 	w.keyPrefix = strings.TrimSuffix(loc, "/") + "/data/"
 	part, err := w.partitionValues(tbl)
 	if err != nil {
+		db.Close()
 		return nil, err
 	}
 	return &tableSink{
-		w: w, bucket: w.cfg.Bucket, partition: part, cons: cons,
+		w: w, bucket: w.cfg.Bucket, partition: part, cons: cons, db: db,
 		committer: &table.Committer{Catalog: cat, Ident: ident, Sink: w.cfg.Consumer, Stream: w.incarnation,
 			Attempts: func(outcome string) { w.metrics.commits.WithLabelValues(outcome).Inc() }},
 		in:       make(chan *batch, w.cfg.Workers*flushersPerWorker),
@@ -174,6 +178,7 @@ func (w *Worker) partitionValues(tbl *icetable.Table) (func(*batch) map[int]any,
 // run commits what the flushers wrote until in is closed, then commits
 // what is left and returns.
 func (t *tableSink) run(ctx, settleCtx context.Context, up *uploader, ack *acker) {
+	defer t.db.Close()
 	var pending []*batch
 	var due <-chan time.Time
 	commit := func() {
