@@ -1,6 +1,7 @@
 package table
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -70,6 +71,10 @@ type Committer struct {
 	Backoff func(attempt int) time.Duration
 	// Attempts counts commit attempts by outcome, when set (metrics).
 	Attempts func(outcome string)
+	// AttemptTimeout bounds one attempt (load, commit, read back): a
+	// catalog that stops answering mid-request must not hold the events
+	// for ever. Zero is 30 s.
+	AttemptTimeout time.Duration
 }
 
 // Attempt outcomes given to Committer.Attempts.
@@ -87,8 +92,11 @@ const (
 // meanwhile, and no delivery is spent.
 func (c *Committer) Commit(ctx context.Context, files []File, ackFloor uint64) (Outcome, error) {
 	id := newCommitID()
+	timeout := cmp.Or(c.AttemptTimeout, 30*time.Second)
 	for attempt := 1; ; attempt++ {
-		out, sent, err := c.attempt(ctx, files, ackFloor, id)
+		actx, cancel := context.WithTimeout(ctx, timeout)
+		out, sent, err := c.attempt(actx, files, ackFloor, id)
+		cancel()
 		switch {
 		case err == nil:
 			return out, nil
@@ -101,7 +109,10 @@ func (c *Committer) Commit(ctx context.Context, files []File, ackFloor uint64) (
 			// commit may have happened (a lost response). Read the table
 			// back before trying again; if the catalog cannot answer, the
 			// next attempt reloads and finds the events committed anyway.
-			if found, rerr := c.committedAs(ctx, id); rerr == nil && found {
+			rctx, cancel := context.WithTimeout(ctx, timeout)
+			found, rerr := c.committedAs(rctx, id)
+			cancel()
+			if rerr == nil && found {
 				c.count(AttemptFound)
 				return out, nil
 			}
