@@ -84,12 +84,14 @@ bench: build ## Throughput, memory and controller benchmarks against the ceiling
 # faults is the fault matrix on real processes (about 10 minutes): each
 # case breaks S3, NATS, the consumer, the DLQ or the worker itself under
 # live traffic and reads every Parquet object and the DLQ back to count
-# lost, duplicated and dead-lettered events. FAULTS_FLAGS passes flags
+# lost, duplicated and dead-lettered events (the 10* cases read the Iceberg
+# table through its catalog instead). FAULTS_FLAGS passes flags
 # through, e.g. FAULTS_FLAGS="-case 4a -v".
 .PHONY: faults
-faults: ## The fault matrix on real nats-server, versitygw, toxiproxy and sinkworker processes.
+faults: test-deps ## The fault matrix on real nats-server, versitygw, toxiproxy and sinkworker processes.
 	$(TOOLS) versitygw nats-server toxiproxy
 	CGO_ENABLED=0 go build -o $(BIN)/sinkworker ./cmd/sinkworker
+	CGO_ENABLED=0 go build -tags iceberg -o $(BIN)/sinkworker-iceberg ./cmd/sinkworker
 	go run ./hack/faults $(FAULTS_FLAGS)
 
 ##@ Build

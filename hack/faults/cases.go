@@ -477,6 +477,46 @@ var cases = []*faultCase{
 			}
 		},
 	},
+	{
+		name: "10a-table-pg-stopped", about: "Iceberg table: the SQL catalog's PostgreSQL stopped for 15s (> AckWait×MaxDeliver) under live traffic",
+		opts:   stackOpts{table: true},
+		settle: 40 * time.Second,
+		run: func(ctx context.Context, s *stack, r *result) error {
+			flow := background(func() error { return s.pub.flow(ctx, 3000, 24*time.Second, flowOf("10a", 100)) })
+			if err := sleep(ctx, 4*time.Second); err != nil {
+				return err
+			}
+			s.pg.stop(syscall.SIGINT)
+			if err := sleep(ctx, 15*time.Second); err != nil {
+				return err
+			}
+			if err := s.pg.start(); err != nil {
+				return err
+			}
+			return flow.wait()
+		},
+	},
+	{
+		name: "10b-table-worker-kill-9", about: "Iceberg table: worker SIGKILLed 4 times (S3 latency 300ms), restarted each time: no duplicate",
+		opts:   stackOpts{table: true},
+		settle: 40 * time.Second,
+		run: func(ctx context.Context, s *stack, r *result) error {
+			if err := s.toxi.toxic("s3", "slow", "latency", "downstream", map[string]any{"latency": 300}); err != nil {
+				return err
+			}
+			flow := background(func() error { return s.pub.flow(ctx, 3000, 24*time.Second, flowOf("10b", 100)) })
+			for range 4 {
+				if err := sleep(ctx, 5*time.Second); err != nil {
+					return err
+				}
+				s.worker.kill9()
+			}
+			if err := flow.wait(); err != nil {
+				return err
+			}
+			return s.toxi.removeToxic("s3", "slow")
+		},
+	},
 }
 
 func sleep(ctx context.Context, d time.Duration) error {

@@ -155,11 +155,13 @@ func findBinaries(workerBin string) (binaries, error) {
 		versitygw: filepath.Join(bin, "versitygw"),
 		toxiproxy: filepath.Join(bin, "toxiproxy-server"),
 		worker:    filepath.Join(bin, "sinkworker"),
+		// Built with -tags iceberg (make faults): the table cases.
+		icebergWorker: filepath.Join(bin, "sinkworker-iceberg"),
 	}
 	if workerBin != "" {
 		b.worker = workerBin
 	}
-	for _, p := range []string{b.nats, b.versitygw, b.toxiproxy, b.worker} {
+	for _, p := range []string{b.nats, b.versitygw, b.toxiproxy, b.worker, b.icebergWorker} {
 		if _, err := os.Stat(p); err != nil {
 			return b, fmt.Errorf("%s missing: run `make faults` (it builds the tools and bin/sinkworker)", p)
 		}

@@ -27,6 +27,11 @@ type proc struct {
 var running sync.Map // *proc -> struct{}
 
 func startProc(name, bin string, args, env []string, logPath string, also io.Writer) (*proc, error) {
+	return startProcAs(name, bin, args, env, logPath, also, nil)
+}
+
+// startProcAs is startProc as another user (cred; nil: this one).
+func startProcAs(name, bin string, args, env []string, logPath string, also io.Writer, cred *syscall.Credential) (*proc, error) {
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
@@ -41,7 +46,7 @@ func startProc(name, bin string, args, env []string, logPath string, also io.Wri
 	cmd.Stdout, cmd.Stderr = out, out
 	// Its own process group, so a Ctrl-C on the terminal reaches the
 	// harness only and the harness decides how each child stops.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: cred}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)

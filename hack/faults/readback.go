@@ -30,6 +30,8 @@ type lake struct {
 
 	mu    sync.Mutex
 	files map[string]lakeFile
+	// table, in a table case, is what is read instead of the objects.
+	table *tableReader
 }
 
 type lakeFile struct {
@@ -46,6 +48,9 @@ func newLake(client *s3.Client, bucket, prefix string) *lake {
 func (l *lake) rows(ctx context.Context) (ids map[string]int, objects, rows int, err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.table != nil {
+		return l.table.rows(ctx)
+	}
 	seen := map[string]bool{}
 	pages := s3.NewListObjectsV2Paginator(l.client, &s3.ListObjectsV2Input{Bucket: &l.bucket, Prefix: &l.prefix})
 	type todo struct{ key, etag string }

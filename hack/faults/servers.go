@@ -1,9 +1,13 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -19,6 +23,8 @@ type server struct {
 	args    []string
 	port    int
 	logPath string
+	cred    *syscall.Credential // the user it runs as; nil: the harness's
+	cleanup func()              // removes what it keeps outside the case's dir
 	p       *proc
 }
 
@@ -49,10 +55,56 @@ func newS3(bins binaries, dir, logs string) (*server, error) {
 			"--port", loopback(port), "--quiet", "posix", root}}, nil
 }
 
+// newPG is PostgreSQL (Debian's postgresql package), a fresh cluster with
+// trust authentication: the Iceberg SQL catalog's database. PostgreSQL
+// will not run as root, so as root it runs as the package's postgres
+// user, with its data in a directory of its own (the case's directory is
+// not that user's to enter).
+func newPG(logs string) (*server, error) {
+	bins, _ := filepath.Glob("/usr/lib/postgresql/*/bin/postgres")
+	if len(bins) == 0 {
+		return nil, errors.New("no PostgreSQL in /usr/lib/postgresql: apt-get install -y postgresql (make test-deps)")
+	}
+	bin := bins[len(bins)-1]
+	dir, err := os.MkdirTemp("", "faults-pg-")
+	if err != nil {
+		return nil, err
+	}
+	var cred *syscall.Credential
+	if os.Geteuid() == 0 {
+		u, err := user.Lookup("postgres")
+		if err != nil {
+			return nil, fmt.Errorf("PostgreSQL as root needs the postgres user: %w", err)
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+		if err := os.Chown(dir, uid, gid); err != nil {
+			return nil, err
+		}
+	}
+	data := filepath.Join(dir, "data")
+	initdb := exec.Command(filepath.Join(filepath.Dir(bin), "initdb"), "-D", data, "-U", "postgres", "-A", "trust", "--no-sync")
+	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	initdb.Dir = dir
+	if out, err := initdb.CombinedOutput(); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("initdb: %v\n%s", err, out)
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	return &server{name: "postgres", bin: bin, port: port, logPath: filepath.Join(logs, "postgres.log"), cred: cred,
+		cleanup: func() { os.RemoveAll(dir) },
+		args: []string{"-D", data, "-p", fmt.Sprint(port), "-c", "listen_addresses=127.0.0.1",
+			"-c", "unix_socket_directories=" + dir, "-c", "fsync=off"}}, nil
+}
+
 func (s *server) addr() string { return loopback(s.port) }
 
 func (s *server) start() error {
-	p, err := startProc(s.name, s.bin, s.args, nil, s.logPath, nil)
+	p, err := startProcAs(s.name, s.bin, s.args, nil, s.logPath, nil, s.cred)
 	if err != nil {
 		return err
 	}
@@ -69,6 +121,16 @@ func (s *server) start() error {
 func (s *server) stop(sig syscall.Signal) {
 	if s.p != nil && !s.p.exited() {
 		_ = s.p.stop(sig, 10*time.Second)
+	}
+}
+
+// remove stops the server for good and removes what it kept outside the
+// case's directory. SIGINT: PostgreSQL's fast shutdown (its SIGTERM waits
+// for every client to leave).
+func (s *server) remove() {
+	s.stop(syscall.SIGINT)
+	if s.cleanup != nil {
+		s.cleanup()
 	}
 }
 

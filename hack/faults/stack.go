@@ -30,6 +30,9 @@ const (
 // binaries are the programs a case runs.
 type binaries struct {
 	nats, versitygw, toxiproxy, worker string
+	// icebergWorker is the worker built with -tags iceberg, for the table
+	// cases.
+	icebergWorker string
 }
 
 // stackOpts are what a case changes in its stack.
@@ -41,6 +44,9 @@ type stackOpts struct {
 	dlqMaxMsgs int64
 	// worker adjusts the worker's configuration.
 	worker func(*config.Config)
+	// table makes the sink write an Iceberg table through a SQL catalog on
+	// PostgreSQL, behind toxiproxy "pg"; the verdict then reads the table.
+	table bool
 }
 
 // stack is one case's world, all on loopback and all its own:
@@ -54,10 +60,12 @@ type stackOpts struct {
 type stack struct {
 	dir, logs string
 	nats, s3  *server
+	pg        *server // with stackOpts.table
 	toxi      *toxiproxy
 	front     *s3Front
 	natsProxy string // toxiproxy's listen address in front of NATS
 	s3Proxy   string // and in front of S3
+	pgProxy   string // and in front of PostgreSQL (table cases)
 
 	nc     *nats.Conn
 	js     jetstream.JetStream
@@ -106,6 +114,17 @@ func startStack(ctx context.Context, bins binaries, dir string, opts stackOpts, 
 	if s.s3Proxy, err = s.toxi.proxy("s3", s3Upstream); err != nil {
 		return nil, err
 	}
+	if opts.table {
+		if s.pg, err = newPG(s.logs); err != nil {
+			return nil, err
+		}
+		if err := s.pg.start(); err != nil {
+			return nil, err
+		}
+		if s.pgProxy, err = s.toxi.proxy("pg", s.pg.addr()); err != nil {
+			return nil, err
+		}
+	}
 
 	s.nc, err = nats.Connect("nats://"+s.nats.addr(), nats.MaxReconnects(-1), nats.ReconnectWait(200*time.Millisecond),
 		nats.Name("jetsink-faults"))
@@ -118,6 +137,9 @@ func startStack(ctx context.Context, bins binaries, dir string, opts stackOpts, 
 	s.pub = newPublisher(s.js)
 	s.s3c = s3test.NewClient("http://" + s.s3.addr())
 	s.lake = newLake(s.s3c, bucket, prefix)
+	if opts.table {
+		s.lake.table = &tableReader{dsn: pgDSN(s.pg.addr()), s3: "http://" + s.s3.addr()}
+	}
 	if _, err := s.s3c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: ptr(bucket)}); err != nil {
 		return nil, fmt.Errorf("create bucket: %w", err)
 	}
@@ -127,6 +149,10 @@ func startStack(ctx context.Context, bins binaries, dir string, opts stackOpts, 
 		return nil, err
 	}
 	s.cfg = workerConfig("nats://"+s.natsProxy, "http://"+s.s3Proxy, loopback(metricsPort))
+	if opts.table {
+		s.cfg.Table = &config.Table{Catalog: "sql", URI: pgDSN(s.pgProxy), Warehouse: "s3://" + bucket + "/warehouse",
+			Namespace: "faults", Name: "events", CommitInterval: "500ms"}
+	}
 	if opts.worker != nil {
 		opts.worker(&s.cfg)
 	}
@@ -142,7 +168,11 @@ func startStack(ctx context.Context, bins binaries, dir string, opts stackOpts, 
 	if err := s.createConsumer(ctx); err != nil {
 		return nil, err
 	}
-	s.worker = newWorker(bins.worker, s.cfg, []string{
+	workerBin := bins.worker
+	if opts.table {
+		workerBin = bins.icebergWorker
+	}
+	s.worker = newWorker(workerBin, s.cfg, []string{
 		// The operator owns the consumer; the worker must not re-create it.
 		config.EnvPrefix + "CREATE_CONSUMER=false",
 		"AWS_ACCESS_KEY_ID=" + s3test.AccessKey, "AWS_SECRET_ACCESS_KEY=" + s3test.SecretKey,
@@ -258,6 +288,15 @@ func (s *stack) close() {
 	if s.nats != nil {
 		s.nats.stop(syscall.SIGTERM)
 	}
+	if s.lake != nil && s.lake.table != nil {
+		s.lake.table.close()
+	}
+	if s.pg != nil {
+		s.pg.remove()
+	}
 }
+
+// pgDSN is the catalog database's URL at addr.
+func pgDSN(addr string) string { return "postgres://postgres@" + addr + "/postgres?sslmode=disable" }
 
 func ptr[T any](v T) *T { return &v }
