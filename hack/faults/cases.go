@@ -370,20 +370,7 @@ var cases = []*faultCase{
 		name: "7-worker-kill-9", about: "worker SIGKILLed 5 times during uploads (S3 latency 300ms), restarted each time",
 		allowDup: true, settle: 30 * time.Second,
 		run: func(ctx context.Context, s *stack, r *result) error {
-			if err := s.toxi.toxic("s3", "slow", "latency", "downstream", map[string]any{"latency": 300}); err != nil {
-				return err
-			}
-			flow := background(func() error { return s.pub.flow(ctx, 4000, 30*time.Second, flowOf("7", 200)) })
-			for range 5 {
-				if err := sleep(ctx, 5*time.Second); err != nil {
-					return err
-				}
-				s.worker.kill9()
-			}
-			if err := flow.wait(); err != nil {
-				return err
-			}
-			return s.toxi.removeToxic("s3", "slow")
+			return killDuringUploads(ctx, s, 5, func() error { return s.pub.flow(ctx, 4000, 30*time.Second, flowOf("7", 200)) })
 		},
 	},
 	{
@@ -501,22 +488,29 @@ var cases = []*faultCase{
 		opts:   stackOpts{table: true},
 		settle: 40 * time.Second,
 		run: func(ctx context.Context, s *stack, r *result) error {
-			if err := s.toxi.toxic("s3", "slow", "latency", "downstream", map[string]any{"latency": 300}); err != nil {
-				return err
-			}
-			flow := background(func() error { return s.pub.flow(ctx, 3000, 24*time.Second, flowOf("10b", 100)) })
-			for range 4 {
-				if err := sleep(ctx, 5*time.Second); err != nil {
-					return err
-				}
-				s.worker.kill9()
-			}
-			if err := flow.wait(); err != nil {
-				return err
-			}
-			return s.toxi.removeToxic("s3", "slow")
+			return killDuringUploads(ctx, s, 4, func() error { return s.pub.flow(ctx, 3000, 24*time.Second, flowOf("10b", 100)) })
 		},
 	},
+}
+
+// killDuringUploads slows S3 to 300 ms an answer, so that uploads are
+// always in flight, runs flow, and SIGKILLs the worker times times 5 s
+// apart meanwhile.
+func killDuringUploads(ctx context.Context, s *stack, times int, flow func() error) error {
+	if err := s.toxi.toxic("s3", "slow", "latency", "downstream", map[string]any{"latency": 300}); err != nil {
+		return err
+	}
+	t := background(flow)
+	for range times {
+		if err := sleep(ctx, 5*time.Second); err != nil {
+			return err
+		}
+		s.worker.kill9()
+	}
+	if err := t.wait(); err != nil {
+		return err
+	}
+	return s.toxi.removeToxic("s3", "slow")
 }
 
 func sleep(ctx context.Context, d time.Duration) error {
