@@ -1,7 +1,9 @@
 # syntax=docker/dockerfile:1
-# One image, two static binaries: `manager` (the operator) and `sinkworker`
+# One image, three static binaries: `manager` (the operator), `sinkworker`
 # (run in every sink's pods; the operator's default worker image is this
-# image). Build with `make docker-build IMG=<repo>:<tag>`.
+# image) and `sinkworker-iceberg` (the same worker built with Iceberg
+# tables, run by sinks with destination.table). Build with
+# `make docker-build IMG=<repo>:<tag>`.
 
 ARG GO_VERSION=1.26
 
@@ -19,12 +21,14 @@ COPY sinkworker/ sinkworker/
 ENV CGO_ENABLED=0 GOOS=${TARGETOS} GOARCH=${TARGETARCH}
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
     go build -trimpath -ldflags="-s -w" -o /out/manager ./cmd/manager && \
-    go build -trimpath -ldflags="-s -w" -o /out/sinkworker ./cmd/sinkworker
+    go build -trimpath -ldflags="-s -w" -o /out/sinkworker ./cmd/sinkworker && \
+    go build -trimpath -ldflags="-s -w" -tags iceberg -o /out/sinkworker-iceberg ./cmd/sinkworker
 
 # distroless static: no shell, no package manager; runs as nonroot (65532).
 FROM gcr.io/distroless/static-debian12:nonroot
-COPY --from=build /out/manager /out/sinkworker /usr/local/bin/
-# Pods run `manager` or `sinkworker` by name (command:), found on this PATH.
+COPY --from=build /out/manager /out/sinkworker /out/sinkworker-iceberg /usr/local/bin/
+# Pods run `manager`, `sinkworker` or `sinkworker-iceberg` by name
+# (command:), found on this PATH.
 ENV PATH=/usr/local/bin:/usr/bin:/bin
 USER 65532:65532
 ENTRYPOINT ["manager"]

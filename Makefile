@@ -88,18 +88,17 @@ bench: build ## Throughput, memory and controller benchmarks against the ceiling
 # table through its catalog instead). FAULTS_FLAGS passes flags
 # through, e.g. FAULTS_FLAGS="-case 4a -v".
 .PHONY: faults
-faults: test-deps ## The fault matrix on real nats-server, versitygw, toxiproxy and sinkworker processes.
+faults: test-deps build ## The fault matrix on real nats-server, versitygw, toxiproxy and sinkworker processes.
 	$(TOOLS) versitygw nats-server toxiproxy
-	CGO_ENABLED=0 go build -o $(BIN)/sinkworker ./cmd/sinkworker
-	CGO_ENABLED=0 go build -tags iceberg -o $(BIN)/sinkworker-iceberg ./cmd/sinkworker
 	go run ./hack/faults $(FAULTS_FLAGS)
 
 ##@ Build
 
 .PHONY: build
-build: ## Build bin/manager and bin/sinkworker.
+build: ## Build bin/manager, bin/sinkworker and bin/sinkworker-iceberg (the worker with Iceberg tables).
 	CGO_ENABLED=0 go build -o $(BIN)/manager ./cmd/manager
 	CGO_ENABLED=0 go build -o $(BIN)/sinkworker ./cmd/sinkworker
+	CGO_ENABLED=0 go build -tags iceberg -o $(BIN)/sinkworker-iceberg ./cmd/sinkworker
 
 ##@ Local stack
 

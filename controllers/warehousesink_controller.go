@@ -252,6 +252,9 @@ func (r *WarehouseSinkReconciler) reconcile(ctx context.Context, sink *jetsinkv1
 	if p := checkDestination(ctx, cfg, creds.S3); p != nil {
 		return dep, p
 	}
+	if p := checkCatalog(ctx, cfg.Table, creds.Catalog); p != nil {
+		return dep, p
+	}
 	log.V(1).Info("Reconciled sink", "replicas", dep.Status.Replicas, "ready", dep.Status.ReadyReplicas,
 		"lag", sink.Status.Consumer.Lag)
 	return dep, nil

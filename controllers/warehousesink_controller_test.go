@@ -82,12 +82,16 @@ func withS3(t *testing.T, sink *jetsinkv1.WarehouseSink, s3 *s3test.Server, keys
 var s3Keys = map[string]string{"AWS_ACCESS_KEY_ID": s3test.AccessKey, "AWS_SECRET_ACCESS_KEY": s3test.SecretKey}
 
 // sinkOnS3 starts an S3 server with the bucket "lake" and creates the test
-// sink in ns pointed at it, after its Secret with the given keys.
-func sinkOnS3(t *testing.T, ns string, srv *natstest.Server, keys map[string]string) (*jetsinkv1.WarehouseSink, *corev1.Secret) {
+// sink in ns pointed at it, after its Secret with the given keys; edits
+// change the sink before it is created.
+func sinkOnS3(t *testing.T, ns string, srv *natstest.Server, keys map[string]string, edits ...func(*jetsinkv1.WarehouseSink)) (*jetsinkv1.WarehouseSink, *corev1.Secret) {
 	t.Helper()
 	s3 := s3test.Start(t)
 	s3.CreateBucket(t, "lake")
 	sink := newSink(ns, srv.ClientURL())
+	for _, edit := range edits {
+		edit(sink)
+	}
 	secret := withS3(t, sink, s3, keys)
 	mustCreate(t, secret)
 	mustCreate(t, sink)

@@ -105,7 +105,7 @@ func terminations(pod *corev1.Pod) []*termination {
 			out = append(out, &termination{
 				failure: jetsinkv1.WorkerFailure{
 					Pod: pod.Name, Container: cs.Name, Reason: t.Reason, ExitCode: t.ExitCode,
-					FinishedAt: t.FinishedAt, Restarts: cs.RestartCount,
+					Message: t.Message, FinishedAt: t.FinishedAt, Restarts: cs.RestartCount,
 				},
 				down:        latest && !cs.Ready,
 				memoryLimit: limit,
@@ -167,6 +167,10 @@ func failureMessage(sink *jetsinkv1.WarehouseSink, t *termination) string {
 		reason := f.Reason
 		if reason == "" {
 			reason = "terminated"
+		}
+		if f.Message != "" {
+			return fmt.Sprintf("pod %s container %s exited with code %d (%s) at %s, restart count %d: %s",
+				f.Pod, f.Container, f.ExitCode, reason, at, f.Restarts, f.Message)
 		}
 		return fmt.Sprintf("pod %s container %s exited with code %d (%s) at %s, restart count %d; "+
 			"its log says why: kubectl logs %s -c %s --previous",

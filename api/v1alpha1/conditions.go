@@ -39,6 +39,7 @@ const (
 	ReasonStreamNotFound     = "StreamNotFound"
 	ReasonConsumerFailed     = "ConsumerFailed"
 	ReasonS3Unreachable      = "S3Unreachable"
+	ReasonCatalogUnreachable = "CatalogUnreachable"
 	ReasonReconcileFailed    = "ReconcileFailed"
 
 	// Ready False while the workers are unavailable because a container of
@@ -64,5 +65,6 @@ const (
 	ReasonNameConflict             = "NameConflict"
 	ReasonS3AccessDenied           = "S3AccessDenied"
 	ReasonBucketNotFound           = "BucketNotFound"
+	ReasonCatalogAuthFailed        = "CatalogAuthFailed"
 	ReasonProgressDeadlineExceeded = "ProgressDeadlineExceeded"
 )

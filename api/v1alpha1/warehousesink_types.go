@@ -27,6 +27,8 @@ import (
 // where the Parquet files go, and how the workers that move them run.
 //
 // +kubebuilder:validation:XValidation:rule="duration(self.source.ackWait) > duration(self.batch.maxAge)",message="source.ackWait must be longer than batch.maxAge, or events are redelivered while they wait in an open batch",fieldPath=".source.ackWait"
+// +kubebuilder:validation:XValidation:rule="!has(self.destination.table) || !has(self.destination.table.commitInterval) || duration(self.source.ackWait) > duration(self.batch.maxAge) + duration(self.destination.table.commitInterval)",message="source.ackWait must be longer than batch.maxAge plus destination.table.commitInterval, or events are redelivered while they wait for their commit",fieldPath=".source.ackWait"
+// +kubebuilder:validation:XValidation:rule="!has(self.destination.table) || self.destination.table.catalog.warehouse.startsWith('s3://' + self.destination.bucket + '/')",message="destination.table.catalog.warehouse must be in destination.bucket (s3://<bucket>/<path>): the workers write the table's data files there",fieldPath=".destination.table.catalog.warehouse"
 type WarehouseSinkSpec struct {
 	// suspend stops the sink without forgetting it: the workers are scaled
 	// to zero, the consumer and its position are kept, and the Ready
@@ -383,6 +385,96 @@ type DestinationSpec struct {
 	// S3-compatible endpoint with its own certificates.
 	// +optional
 	TLS *TLSSpec `json:"tls,omitempty"`
+
+	// table commits the files to an Apache Iceberg table, each event
+	// exactly once, instead of leaving them as plain Parquet files under
+	// prefix (at least once). The table's data files go under its own
+	// location, in this bucket.
+	// +optional
+	Table *TableSpec `json:"table,omitempty"`
+}
+
+// CatalogType is the kind of Iceberg catalog.
+// +kubebuilder:validation:Enum=sql
+type CatalogType string
+
+// CatalogSQL is a SQL (JDBC-style) catalog in a PostgreSQL database: the
+// iceberg_tables schema Spark's and Trino's JDBC catalogs read too.
+const CatalogSQL CatalogType = "sql"
+
+// TableSpec is the Iceberg table a sink commits to. The workers create it
+// when it is missing, with the columns of spec.schema (or the analytics
+// envelope) and a partition spec of the partition columns (identity) and
+// the time column (hour or day, as partitioning.timeGranularity), and add
+// the columns spec.schema adds. A table they cannot write (a column of
+// another type, another partition spec) is refused, and the workers say
+// why.
+type TableSpec struct {
+	// catalog is where the table is registered.
+	Catalog CatalogSpec `json:"catalog"`
+
+	// namespace of the table in the catalog (a database, in Spark and
+	// Trino terms). Created when missing.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=255
+	// +kubebuilder:validation:Pattern=`^[A-Za-z_][A-Za-z0-9_]*$`
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="destination.table.namespace is immutable: the table holds what the sink has committed; create a new sink"
+	Namespace string `json:"namespace"`
+
+	// name of the table in the namespace.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=255
+	// +kubebuilder:validation:Pattern=`^[A-Za-z_][A-Za-z0-9_]*$`
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="destination.table.name is immutable: the table holds what the sink has committed; create a new sink"
+	Name string `json:"name"`
+
+	// commitInterval is how long a written file may wait for others to be
+	// committed with it. Its events are ACKed after the commit, so it
+	// adds to their latency; source.ackWait must be longer than
+	// batch.maxAge plus commitInterval. Longer intervals make fewer
+	// snapshots.
+	// +kubebuilder:default="10s"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('100ms') && duration(self) <= duration('15m')",message="destination.table.commitInterval must be between 100ms and 15m"
+	// +optional
+	CommitInterval *metav1.Duration `json:"commitInterval,omitempty"`
+
+	// maxFilesPerCommit commits at once when this many files wait, before
+	// commitInterval is up.
+	// +kubebuilder:default=100
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=10000
+	// +optional
+	MaxFilesPerCommit int32 `json:"maxFilesPerCommit,omitempty"`
+}
+
+// CatalogSpec says how to reach an Iceberg catalog.
+//
+// +kubebuilder:validation:XValidation:rule="self.type != 'sql' || self.uri.matches('^postgres(ql)?://([^:@/[:space:]]+@)?[^/@[:space:]]+/[^[:space:]]+$')",message="destination.table.catalog.uri must be postgres://[user@]host[:port]/database[?options], without a password (it comes from credentialsSecretRef)",fieldPath=".uri"
+type CatalogSpec struct {
+	// type of the catalog: sql (PostgreSQL).
+	Type CatalogType `json:"type"`
+
+	// uri of the catalog. For sql, the PostgreSQL database:
+	// postgres://host:5432/database, with options such as
+	// ?sslmode=verify-full&user=jetsink, and no password.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=2048
+	URI string `json:"uri"`
+
+	// warehouse is where the catalog puts tables it creates:
+	// s3://<destination.bucket>/<path>. The workers write the data files
+	// under the table's location, so it must be in destination.bucket.
+	// +kubebuilder:validation:MinLength=6
+	// +kubebuilder:validation:MaxLength=1024
+	Warehouse string `json:"warehouse"`
+
+	// credentialsSecretRef names a Secret of the sink's namespace whose key
+	// password is the catalog's password (PGPASSWORD for sql).
+	// +kubebuilder:validation:XValidation:rule="has(self.name) && self.name != ''",message="destination.table.catalog.credentialsSecretRef.name must name a Secret"
+	// +optional
+	CredentialsSecretRef *corev1.LocalObjectReference `json:"credentialsSecretRef,omitempty"`
 }
 
 // BatchSpec bounds a partition's batch: it is written as one Parquet file
@@ -646,8 +738,12 @@ type WorkerFailure struct {
 	// exitCode of the container: 137 means it was killed (SIGKILL: the
 	// kernel's OOM killer, or a liveness probe that failed), 2 that the
 	// worker refused its configuration, 1 that it stopped on an error it
-	// could not retry; 2 and 1 leave the reason in its log.
+	// could not retry; 2 and 1 leave the reason in message and its log.
 	ExitCode int32 `json:"exitCode"`
+	// message is what the worker said when it stopped (its termination
+	// message), e.g. a table it cannot write or a configuration it refuses.
+	// +optional
+	Message string `json:"message,omitempty"`
 	// finishedAt is when the container terminated.
 	// +optional
 	FinishedAt metav1.Time `json:"finishedAt,omitempty"`

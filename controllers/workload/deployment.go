@@ -17,8 +17,14 @@ import (
 )
 
 // WorkerCommand is the worker's entrypoint in the image (the operator's
-// own image ships both binaries).
+// own image ships every binary).
 const WorkerCommand = "sinkworker"
+
+// TableWorkerCommand is the worker built with Iceberg tables, run by sinks
+// with destination.table. It is a binary of its own because iceberg-go's
+// packages cost every process that links them 50 MiB of resident memory at
+// start, whether it writes a table or not.
+const TableWorkerCommand = "sinkworker-iceberg"
 
 // workerUID is the non-root user the worker runs as (distroless nonroot).
 const workerUID = 65532
@@ -27,7 +33,7 @@ const workerUID = 65532
 // none. The controller fetches them (see SecretUses); the builder reads only
 // the data of the keys the workers use, to hash it into the pod template.
 type Credentials struct {
-	NATS, S3, NATSTLS, S3TLS *corev1.Secret
+	NATS, S3, NATSTLS, S3TLS, Catalog *corev1.Secret
 }
 
 // SecretUse is one Secret the workers read: the reference, the spec field
@@ -53,6 +59,8 @@ func SecretUses(sink *jetsinkv1.WarehouseSink) []SecretUse {
 			func(c *Credentials) **corev1.Secret { return &c.NATSTLS }},
 		{tlsRef(sink.Spec.Destination.TLS), "destination.tls.secretRef", config.S3TLSSecretEnv,
 			func(c *Credentials) **corev1.Secret { return &c.S3TLS }},
+		{catalogRef(sink.Spec.Destination.Table), "destination.table.catalog.credentialsSecretRef", config.CatalogSecretEnv,
+			func(c *Credentials) **corev1.Secret { return &c.Catalog }},
 	}
 	var out []SecretUse
 	for _, u := range all {
@@ -70,6 +78,13 @@ func tlsRef(t *jetsinkv1.TLSSpec) *corev1.LocalObjectReference {
 	return &t.SecretRef
 }
 
+func catalogRef(t *jetsinkv1.TableSpec) *corev1.LocalObjectReference {
+	if t == nil {
+		return nil
+	}
+	return t.Catalog.CredentialsSecretRef
+}
+
 // Deployment returns the Deployment running the sink's workers. image is
 // used when the sink names none.
 func Deployment(sink *jetsinkv1.WarehouseSink, image string, creds Credentials) *appsv1.Deployment {
@@ -78,6 +93,10 @@ func Deployment(sink *jetsinkv1.WarehouseSink, image string, creds Credentials) 
 		image = spec.Image
 	}
 	cfg := WorkerConfig(sink)
+	command := WorkerCommand
+	if cfg.Table != nil {
+		command = TableWorkerCommand
+	}
 
 	podLabels := Labels(sink)
 	for k, v := range spec.PodLabels {
@@ -107,7 +126,7 @@ func Deployment(sink *jetsinkv1.WarehouseSink, image string, creds Credentials) 
 		Name:            "sinkworker",
 		Image:           image,
 		ImagePullPolicy: spec.ImagePullPolicy,
-		Command:         []string{WorkerCommand},
+		Command:         []string{command},
 		Env:             workerEnv(cfg, sink, creds),
 		Ports: []corev1.ContainerPort{{
 			Name: "metrics", ContainerPort: config.MetricsPort, Protocol: corev1.ProtocolTCP,

@@ -85,6 +85,7 @@ func WorkerConfig(sink *jetsinkv1.WarehouseSink) config.Config {
 	setIf(&c.Region, s.Destination.Region)
 	c.Endpoint = s.Destination.Endpoint
 	c.ForcePathStyle = s.Destination.ForcePathStyle
+	c.Table = tableOf(s.Destination.Table)
 
 	setIf(&c.Workers, int(s.WorkersPerReplica))
 	setIf(&c.BatchMaxEvents, int(s.Batch.MaxEvents))
@@ -118,6 +119,26 @@ func schema(s *jetsinkv1.SchemaSpec) *config.Schema {
 		out.Columns = append(out.Columns, config.Column{
 			Name: c.Name, Path: c.Path, Type: c.Type, Format: c.Format, Required: c.Required,
 		})
+	}
+	return out
+}
+
+// tableOf is destination.table as the worker reads it, nil (plain Parquet
+// files, and no JETSINK_TABLE in the pod) when the sink has none.
+func tableOf(t *jetsinkv1.TableSpec) *config.Table {
+	if t == nil {
+		return nil
+	}
+	out := &config.Table{
+		Catalog:           string(t.Catalog.Type),
+		URI:               t.Catalog.URI,
+		Warehouse:         t.Catalog.Warehouse,
+		Namespace:         t.Namespace,
+		Name:              t.Name,
+		MaxFilesPerCommit: int(t.MaxFilesPerCommit),
+	}
+	if t.CommitInterval != nil {
+		out.CommitInterval = t.CommitInterval.Duration.String()
 	}
 	return out
 }

@@ -413,3 +413,66 @@ func TestService(t *testing.T) {
 		}
 	}
 }
+
+func testTable() *jetsinkv1.TableSpec {
+	return &jetsinkv1.TableSpec{
+		Catalog: jetsinkv1.CatalogSpec{
+			Type: jetsinkv1.CatalogSQL, URI: "postgres://jetsink@catalog.db:5432/lake?sslmode=require",
+			Warehouse:            "s3://lake/warehouse",
+			CredentialsSecretRef: &corev1.LocalObjectReference{Name: "catalog-creds"},
+		},
+		Namespace: "analytics", Name: "events",
+		CommitInterval: &metav1.Duration{Duration: 15 * time.Second}, MaxFilesPerCommit: 40,
+	}
+}
+
+// A sink with a table runs the Iceberg worker with the table as the worker
+// reads it back, and the catalog's password as a reference into its Secret;
+// a sink without one runs the plain worker and renders no JETSINK_TABLE.
+func TestTableReachesTheWorker(t *testing.T) {
+	s := testSink()
+	plain := Deployment(s, "img", Credentials{}).Spec.Template
+	if c := plain.Spec.Containers[0].Command; !reflect.DeepEqual(c, []string{"sinkworker"}) {
+		t.Errorf("plain sink runs %q, want [sinkworker]", c)
+	}
+	if v, ok := workerEnvOf(s)["JETSINK_TABLE"]; ok {
+		t.Fatalf("JETSINK_TABLE=%s without a table", v)
+	}
+
+	s.Spec.Destination.Table = testTable()
+	tmpl := Deployment(s, "img", Credentials{}).Spec.Template
+	if c := tmpl.Spec.Containers[0].Command; !reflect.DeepEqual(c, []string{"sinkworker-iceberg"}) {
+		t.Errorf("table sink runs %q, want [sinkworker-iceberg]", c)
+	}
+	env := workerEnvOf(s)
+	got, err := config.Load(func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatalf("the worker rejects the rendered table: %v", err)
+	}
+	want := &config.Table{Catalog: "sql", URI: "postgres://jetsink@catalog.db:5432/lake?sslmode=require",
+		Warehouse: "s3://lake/warehouse", Namespace: "analytics", Name: "events",
+		CommitInterval: "15s", MaxFilesPerCommit: 40}
+	if !reflect.DeepEqual(got.Table, want) {
+		t.Errorf("worker's table = %+v, want %+v", got.Table, want)
+	}
+	var password *corev1.EnvVar
+	for i, e := range tmpl.Spec.Containers[0].Env {
+		if e.Name == "PGPASSWORD" {
+			password = &tmpl.Spec.Containers[0].Env[i]
+		}
+	}
+	if password == nil || password.ValueFrom == nil || password.ValueFrom.SecretKeyRef == nil ||
+		password.ValueFrom.SecretKeyRef.Name != "catalog-creds" || password.ValueFrom.SecretKeyRef.Key != "password" {
+		t.Errorf("PGPASSWORD = %+v, want a reference to key password of Secret catalog-creds", password)
+	}
+
+	// A new password rolls the workers, as a new S3 key does.
+	secret := func(pw string) *corev1.Secret {
+		return &corev1.Secret{Data: map[string][]byte{"password": []byte(pw)}}
+	}
+	a := Deployment(s, "img", Credentials{Catalog: secret("one")}).Spec.Template.Annotations[AnnotationCredentialsHash]
+	b := Deployment(s, "img", Credentials{Catalog: secret("two")}).Spec.Template.Annotations[AnnotationCredentialsHash]
+	if a == "" || a == b {
+		t.Errorf("credentials hash %q then %q: a new catalog password must roll the workers", a, b)
+	}
+}

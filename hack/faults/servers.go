@@ -1,16 +1,13 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
-	"os/user"
 	"path/filepath"
-	"strconv"
 	"syscall"
 	"time"
 
+	"github.com/jetsink/jetsink/internal/pgserver"
 	"github.com/jetsink/jetsink/internal/testutil/s3test"
 )
 
@@ -55,50 +52,21 @@ func newS3(bins binaries, dir, logs string) (*server, error) {
 			"--port", loopback(port), "--quiet", "posix", root}}, nil
 }
 
-// newPG is PostgreSQL (Debian's postgresql package), a fresh cluster with
-// trust authentication: the Iceberg SQL catalog's database. PostgreSQL
-// will not run as root, so as root it runs as the package's postgres
-// user, with its data in a directory of its own (the case's directory is
-// not that user's to enter).
+// newPG is PostgreSQL (Debian's postgresql package), a fresh pgserver
+// cluster with trust authentication: the Iceberg SQL catalog's database.
 func newPG(logs string) (*server, error) {
-	bins, _ := filepath.Glob("/usr/lib/postgresql/*/bin/postgres")
-	if len(bins) == 0 {
-		return nil, errors.New("no PostgreSQL in /usr/lib/postgresql: apt-get install -y postgresql (make test-deps)")
-	}
-	bin := bins[len(bins)-1]
-	dir, err := os.MkdirTemp("", "faults-pg-")
+	c, err := pgserver.Init("faults-pg-")
 	if err != nil {
 		return nil, err
-	}
-	var cred *syscall.Credential
-	if os.Geteuid() == 0 {
-		u, err := user.Lookup("postgres")
-		if err != nil {
-			return nil, fmt.Errorf("PostgreSQL as root needs the postgres user: %w", err)
-		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
-		if err := os.Chown(dir, uid, gid); err != nil {
-			return nil, err
-		}
-	}
-	data := filepath.Join(dir, "data")
-	initdb := exec.Command(filepath.Join(filepath.Dir(bin), "initdb"), "-D", data, "-U", "postgres", "-A", "trust", "--no-sync")
-	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
-	initdb.Dir = dir
-	if out, err := initdb.CombinedOutput(); err != nil {
-		os.RemoveAll(dir)
-		return nil, fmt.Errorf("initdb: %v\n%s", err, out)
 	}
 	port, err := freePort()
 	if err != nil {
+		c.Remove()
 		return nil, err
 	}
-	return &server{name: "postgres", bin: bin, port: port, logPath: filepath.Join(logs, "postgres.log"), cred: cred,
-		cleanup: func() { os.RemoveAll(dir) },
-		args: []string{"-D", data, "-p", fmt.Sprint(port), "-c", "listen_addresses=127.0.0.1",
-			"-c", "unix_socket_directories=" + dir, "-c", "fsync=off"}}, nil
+	return &server{name: "postgres", bin: filepath.Join(c.BinDir, "postgres"), port: port,
+		logPath: filepath.Join(logs, "postgres.log"), cred: c.Cred, cleanup: c.Remove,
+		args: c.ServerArgs("127.0.0.1", port)}, nil
 }
 
 func (s *server) addr() string { return loopback(s.port) }

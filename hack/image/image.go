@@ -2,11 +2,11 @@
 // single-node cluster (containerd 1.6 and a kubelet) runs, and imports them
 // into containerd:
 //
-//	manager, sinkworker, host CA bundle ──> Product ──┐
-//	hack/image/pause ─(go build)─> pause ──> Pause ───┤
-//	                                                  └─> Write ──> one docker-archive tarball
-//	                                                                   │
-//	     containerd's k8s.io namespace, where the kubelet looks <── Import (ctr images import)
+//	manager, sinkworker, sinkworker-iceberg, host CA bundle ──> Product ──┐
+//	hack/image/pause ─(go build)─> pause ──────────────────> Pause ───┤
+//	                                                                  └─> Write ──> one docker-archive tarball
+//	                                                                                   │
+//	                     containerd's k8s.io namespace, where the kubelet looks <── Import (ctr images import)
 //
 // Each image is a single layer on scratch, made in memory from the given
 // files with fixed timestamps, owners and entry order, so the same binaries
@@ -81,9 +81,10 @@ var epoch = time.Unix(0, 0).UTC()
 
 // ProductOptions says what goes into the product image.
 type ProductOptions struct {
-	// Manager and Worker are the host paths of the static manager and
-	// sinkworker binaries (make build puts them in bin/).
-	Manager, Worker string
+	// Manager, Worker and TableWorker are the host paths of the static
+	// manager, sinkworker and sinkworker-iceberg binaries (make build puts
+	// them in bin/).
+	Manager, Worker, TableWorker string
 	// CACerts is the CA bundle to install; empty means HostCACerts if the
 	// host has it, else none. A bundle named here must exist.
 	CACerts string
@@ -135,17 +136,17 @@ func Build(ctx context.Context, archive string, product ProductOptions, pause Pa
 	return Write(archive, p, s)
 }
 
-// Product makes the product image: manager and sinkworker in
-// /usr/local/bin, as the Dockerfile has them.
+// Product makes the product image: manager, sinkworker and
+// sinkworker-iceberg in /usr/local/bin, as the Dockerfile has them.
 func Product(o ProductOptions) (Image, error) {
-	if o.Manager == "" || o.Worker == "" {
-		return Image{}, errors.New("product image: both the manager and the sinkworker binary are needed")
+	if o.Manager == "" || o.Worker == "" || o.TableWorker == "" {
+		return Image{}, errors.New("product image: the manager, sinkworker and sinkworker-iceberg binaries are all needed")
 	}
 	ref, err := qualify(o.Ref, DefaultProductRef)
 	if err != nil {
 		return Image{}, err
 	}
-	for _, bin := range []string{o.Manager, o.Worker} {
+	for _, bin := range []string{o.Manager, o.Worker, o.TableWorker} {
 		if err := static(bin); err != nil {
 			return Image{}, fmt.Errorf("product image: %w", err)
 		}
@@ -153,6 +154,7 @@ func Product(o ProductOptions) (Image, error) {
 	files := []file{
 		{name: "usr/local/bin/manager", mode: 0o755, src: o.Manager},
 		{name: "usr/local/bin/sinkworker", mode: 0o755, src: o.Worker},
+		{name: "usr/local/bin/sinkworker-iceberg", mode: 0o755, src: o.TableWorker},
 		{name: "etc/passwd", mode: 0o644, data: []byte(passwd)},
 		{name: "etc/group", mode: 0o644, data: []byte(group)},
 		// Sticky and world-writable as in distroless, so that os.TempDir

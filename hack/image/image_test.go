@@ -22,21 +22,21 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 )
 
-// fakeBinaries writes two small stand-ins for manager and sinkworker (the
-// real ones are tens of MB) and returns their paths and contents.
+// fakeBinaries writes small stand-ins for manager, sinkworker and
+// sinkworker-iceberg (the real ones are tens of MB) and returns their paths
+// and contents.
 func fakeBinaries(t *testing.T, dir string) (ProductOptions, map[string][]byte) {
 	t.Helper()
-	o := ProductOptions{Manager: filepath.Join(dir, "manager"), Worker: filepath.Join(dir, "sinkworker")}
-	want := map[string][]byte{
-		"usr/local/bin/manager":    []byte("\x7fELF fake manager\n"),
-		"usr/local/bin/sinkworker": []byte("\x7fELF fake sinkworker\n"),
-	}
-	// 0700 on the host: the image's 0755 must not come from the host's mode.
-	if err := os.WriteFile(o.Manager, want["usr/local/bin/manager"], 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(o.Worker, want["usr/local/bin/sinkworker"], 0o700); err != nil {
-		t.Fatal(err)
+	o := ProductOptions{Manager: filepath.Join(dir, "manager"), Worker: filepath.Join(dir, "sinkworker"),
+		TableWorker: filepath.Join(dir, "sinkworker-iceberg")}
+	want := map[string][]byte{}
+	for _, bin := range []string{o.Manager, o.Worker, o.TableWorker} {
+		name := filepath.Base(bin)
+		want["usr/local/bin/"+name] = []byte("\x7fELF fake " + name + "\n")
+		// 0700 on the host: the image's 0755 must not come from the host's mode.
+		if err := os.WriteFile(bin, want["usr/local/bin/"+name], 0o700); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return o, want
 }
@@ -259,6 +259,9 @@ func TestProductCACertsAndRef(t *testing.T) {
 	if _, err := Product(ProductOptions{Manager: o.Manager}); err == nil {
 		t.Error("Product without a sinkworker succeeded")
 	}
+	if _, err := Product(ProductOptions{Manager: o.Manager, Worker: o.Worker}); err == nil {
+		t.Error("Product without a sinkworker-iceberg succeeded")
+	}
 }
 
 func TestQualify(t *testing.T) {
@@ -411,7 +414,7 @@ func TestProductRefusesDynamicBinary(t *testing.T) {
 		t.Skipf("no ELF %s here: %v", dynamic, err)
 	}
 	f.Close()
-	_, err = Product(ProductOptions{Manager: dynamic, Worker: dynamic})
+	_, err = Product(ProductOptions{Manager: dynamic, Worker: dynamic, TableWorker: dynamic})
 	if err == nil || !strings.Contains(err.Error(), "dynamically linked") || !strings.Contains(err.Error(), "CGO_ENABLED=0") {
 		t.Fatalf("Product of a dynamically linked binary: %v, want a refusal naming CGO_ENABLED=0", err)
 	}

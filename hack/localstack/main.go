@@ -28,6 +28,7 @@ func main() {
 	dir := flag.String("dir", ".localstack", "Directory for the stack's files (kubeconfig, logs, NATS store, S3 objects); kept on exit.")
 	manager := flag.String("manager", "", "The manager binary; default bin/manager.")
 	worker := flag.String("worker", "", "The sinkworker binary; default bin/sinkworker.")
+	tableWorker := flag.String("table-worker", "", "The sinkworker-iceberg binary; default bin/sinkworker-iceberg.")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -40,7 +41,8 @@ func main() {
 		fmt.Fprintln(os.Stderr, "localstack:", err)
 		os.Exit(1)
 	}
-	s, err := stack.Start(ctx, stack.Options{Dir: abs, Progress: os.Stdout, ManagerBinary: *manager, WorkerBinary: *worker})
+	s, err := stack.Start(ctx, stack.Options{Dir: abs, Progress: os.Stdout, ManagerBinary: *manager, WorkerBinary: *worker,
+		TableWorkerBinary: *tableWorker})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)

@@ -29,6 +29,11 @@ type Proc struct {
 // Start starts bin with args and the environment plus env, writing its
 // output to <logDir>/<name>.log. grace is how long Stop waits after SIGTERM.
 func Start(name, logDir, bin string, args, env []string, grace time.Duration) (*Proc, error) {
+	return StartAs(nil, name, logDir, bin, args, env, grace)
+}
+
+// StartAs is Start as the user cred names (nil: this process's).
+func StartAs(cred *syscall.Credential, name, logDir, bin string, args, env []string, grace time.Duration) (*Proc, error) {
 	logPath := filepath.Join(logDir, name+".log")
 	lf, err := os.Create(logPath)
 	if err != nil {
@@ -38,7 +43,7 @@ func Start(name, logDir, bin string, args, env []string, grace time.Duration) (*
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = lf, lf
 	// Own process group, and killed if this process dies without Stop.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: cred}
 	if err := cmd.Start(); err != nil {
 		lf.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)

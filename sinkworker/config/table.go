@@ -11,9 +11,8 @@ import (
 // Table makes a sink commit its files to an Apache Iceberg table, each
 // event exactly once (docs/iceberg-exactly-once.md), instead of leaving
 // them as plain Parquet under Prefix. It travels as JSON in JETSINK_TABLE.
-//
-// Work in progress (#14): only the SQL catalog on PostgreSQL, and nothing
-// renders it from a WarehouseSink yet.
+// The operator renders it from spec.destination.table; only the SQL
+// catalog on PostgreSQL is supported.
 type Table struct {
 	// Catalog is the catalog type: sql.
 	Catalog string `json:"catalog"`
@@ -28,6 +27,13 @@ type Table struct {
 	// with (default 5s); MaxFilesPerCommit cuts it short (default 100).
 	CommitInterval    string `json:"commitInterval,omitempty"`
 	MaxFilesPerCommit int    `json:"maxFilesPerCommit,omitempty"`
+}
+
+// CatalogSecretEnv lists the keys read from
+// destination.table.catalog.credentialsSecretRef: the SQL catalog's
+// PostgreSQL password, as libpq and pgx read it.
+var CatalogSecretEnv = []SecretEnv{
+	{Env: "PGPASSWORD", Key: "password"},
 }
 
 // Interval is CommitInterval, 5s when unset.

@@ -92,8 +92,13 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(binDir)
-	for _, cmd := range []string{"manager", "sinkworker"} {
-		build := exec.Command("go", "build", "-o", filepath.Join(binDir, cmd), "./cmd/"+cmd)
+	for _, b := range []struct{ out, pkg, tags string }{
+		{"manager", "./cmd/manager", ""},
+		{"sinkworker", "./cmd/sinkworker", ""},
+		{"sinkworker-iceberg", "./cmd/sinkworker", "iceberg"},
+	} {
+		cmd := b.out
+		build := exec.Command("go", "build", "-tags", b.tags, "-o", filepath.Join(binDir, b.out), b.pkg)
 		build.Dir = root
 		// Static: the image has no libc.
 		build.Env = append(os.Environ(), "CGO_ENABLED=0")
@@ -139,11 +144,12 @@ func sharedStack(t *testing.T) *stack.Stack {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
 		st, stErr = stack.Start(ctx, stack.Options{
-			Dir:           stDir,
-			ManagerBinary: filepath.Join(binDir, "manager"),
-			WorkerBinary:  filepath.Join(binDir, "sinkworker"),
-			StatusRefresh: time.Second,
-			Progress:      progress,
+			Dir:               stDir,
+			ManagerBinary:     filepath.Join(binDir, "manager"),
+			WorkerBinary:      filepath.Join(binDir, "sinkworker"),
+			TableWorkerBinary: filepath.Join(binDir, "sinkworker-iceberg"),
+			StatusRefresh:     time.Second,
+			Progress:          progress,
 		})
 	})
 	if stErr != nil {

@@ -38,7 +38,7 @@ func TestLocalstackCommandStopsEverything(t *testing.T) {
 	}
 	dir := t.TempDir()
 	cmd := exec.Command(bin, "-dir", dir, "-manager", filepath.Join(binDir, "manager"),
-		"-worker", filepath.Join(binDir, "sinkworker"))
+		"-worker", filepath.Join(binDir, "sinkworker"), "-table-worker", filepath.Join(binDir, "sinkworker-iceberg"))
 	cmd.Dir = root
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

@@ -16,6 +16,7 @@ package stack
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -32,6 +33,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/go-logr/logr"
 	"github.com/google/go-containerregistry/pkg/name"
+	_ "github.com/jackc/pgx/v5/stdlib" // the catalog database's set-up
 	"github.com/nats-io/nats-server/v2/server"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -50,6 +52,7 @@ import (
 	"github.com/jetsink/jetsink/hack/cluster"
 	"github.com/jetsink/jetsink/hack/image"
 	"github.com/jetsink/jetsink/hack/proc"
+	"github.com/jetsink/jetsink/internal/pgserver"
 	"github.com/jetsink/jetsink/internal/reporoot"
 )
 
@@ -58,6 +61,12 @@ const (
 	S3AccessKey = "jetsink-local"
 	S3SecretKey = "jetsink-local-secret"
 	S3Region    = "us-east-1"
+
+	// CatalogUser and CatalogPassword log in to the Iceberg SQL catalog's
+	// database, CatalogDatabase, on the stack's PostgreSQL.
+	CatalogUser     = "jetsink"
+	CatalogPassword = "jetsink-local-catalog"
+	CatalogDatabase = "catalog"
 )
 
 // What the chart is installed as.
@@ -76,9 +85,10 @@ type Options struct {
 	// Dir holds everything the stack writes (kubeconfig, logs, the NATS
 	// store, the S3 files); default: a new temp dir, removed by Stop.
 	Dir string
-	// ManagerBinary and WorkerBinary default to bin/manager and
-	// bin/sinkworker (built by `make build`); both go into the image.
-	ManagerBinary, WorkerBinary string
+	// ManagerBinary, WorkerBinary and TableWorkerBinary default to
+	// bin/manager, bin/sinkworker and bin/sinkworker-iceberg (built by
+	// `make build`); all go into the image.
+	ManagerBinary, WorkerBinary, TableWorkerBinary string
 	// StatusRefresh is the manager's --status-refresh; default 2s.
 	StatusRefresh time.Duration
 	// HelmArgs are added to the chart's `helm install`.
@@ -99,6 +109,9 @@ type Stack struct {
 	// a sink names. S3Dir is versitygw's posix root, one directory per
 	// bucket.
 	NATSURL, S3URL, S3Dir string
+	// CatalogURI is the Iceberg SQL catalog's PostgreSQL database, as a
+	// sink names it (user CatalogUser, password CatalogPassword).
+	CatalogURI string
 	// Image is the product image the manager and the workers run;
 	// NextImage the same image under another tag, for a rolling update of
 	// spec.image.
@@ -113,6 +126,7 @@ type Stack struct {
 	removeDir bool
 	nats      *server.Server
 	procs     []*proc.Proc // host processes, stopped in reverse
+	pg        *pgserver.Cluster
 	pods      *podWatch
 }
 
@@ -144,13 +158,16 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 	if opts.WorkerBinary == "" {
 		opts.WorkerBinary = filepath.Join(bin, "sinkworker")
 	}
+	if opts.TableWorkerBinary == "" {
+		opts.TableWorkerBinary = filepath.Join(bin, "sinkworker-iceberg")
+	}
 	if opts.StatusRefresh == 0 {
 		opts.StatusRefresh = 2 * time.Second
 	}
 	if opts.Progress == nil {
 		opts.Progress = io.Discard
 	}
-	for _, b := range []string{opts.ManagerBinary, opts.WorkerBinary, filepath.Join(bin, "helm"),
+	for _, b := range []string{opts.ManagerBinary, opts.WorkerBinary, opts.TableWorkerBinary, filepath.Join(bin, "helm"),
 		filepath.Join(bin, "kubectl"), filepath.Join(bin, "versitygw")} {
 		if _, err := os.Stat(b); err != nil {
 			return nil, fmt.Errorf("localstack: %s is missing: run `make build tools` first", b)
@@ -174,7 +191,7 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 		}
 	}()
 
-	s.progress("building the images from bin/manager and bin/sinkworker")
+	s.progress("building the images from bin/manager, bin/sinkworker and bin/sinkworker-iceberg")
 	archive := filepath.Join(s.Dir, "images.tar")
 	written, err := s.buildImages(ctx, archive)
 	if err != nil {
@@ -200,6 +217,10 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 	if err := s.startS3(ctx, filepath.Join(bin, "versitygw")); err != nil {
 		return s, err
 	}
+	s.progress("starting PostgreSQL (the Iceberg SQL catalog's database) on " + cluster.HostIP)
+	if err := s.startCatalog(ctx); err != nil {
+		return s, err
+	}
 	s.progress("helm install of charts/jetsink (the manager runs as a pod)")
 	if err := s.installChart(ctx); err != nil {
 		return s, err
@@ -214,7 +235,8 @@ func (s *Stack) progress(msg string) {
 // buildImages writes the product image (as Image and NextImage) and the
 // pause image into one archive for containerd.
 func (s *Stack) buildImages(ctx context.Context, archive string) ([]image.Written, error) {
-	product, err := image.Product(image.ProductOptions{Manager: s.opts.ManagerBinary, Worker: s.opts.WorkerBinary})
+	product, err := image.Product(image.ProductOptions{Manager: s.opts.ManagerBinary, Worker: s.opts.WorkerBinary,
+		TableWorker: s.opts.TableWorkerBinary})
 	if err != nil {
 		return nil, err
 	}
@@ -294,6 +316,52 @@ func (s *Stack) startS3(ctx context.Context, bin string) error {
 	})
 }
 
+// startCatalog runs PostgreSQL on the host address, where the pods reach
+// it, with a password login for CatalogUser (the pods' addresses) and
+// trust for the postgres superuser from the host only.
+func (s *Stack) startCatalog(ctx context.Context) error {
+	c, err := pgserver.Init("jetsink-localstack-pg-")
+	if err != nil {
+		return err
+	}
+	s.pg = c
+	hba := "local all all trust\n" +
+		"host all postgres " + cluster.HostIP + "/32 trust\n" +
+		"host all all 0.0.0.0/0 scram-sha-256\n"
+	if err := c.WriteHBA(hba); err != nil {
+		return err
+	}
+	port, err := freePort(cluster.HostIP)
+	if err != nil {
+		return err
+	}
+	p, err := proc.StartAs(c.Cred, "postgres", s.LogDir, filepath.Join(c.BinDir, "postgres"),
+		c.ServerArgs(cluster.HostIP, port), nil, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	s.procs = append(s.procs, p)
+	if err := p.WaitFor(ctx, 30*time.Second, func() bool { return c.Ready(cluster.HostIP, port) }); err != nil {
+		return err
+	}
+	addr := net.JoinHostPort(cluster.HostIP, strconv.Itoa(port))
+	db, err := sql.Open("pgx", "postgres://postgres@"+addr+"/postgres?sslmode=disable")
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	for _, stmt := range []string{
+		"CREATE ROLE " + CatalogUser + " LOGIN PASSWORD '" + CatalogPassword + "'",
+		"CREATE DATABASE " + CatalogDatabase + " OWNER " + CatalogUser,
+	} {
+		if _, err := db.ExecContext(ctx, stmt); err != nil {
+			return fmt.Errorf("localstack: postgres: %s: %w", stmt, err)
+		}
+	}
+	s.CatalogURI = "postgres://" + CatalogUser + "@" + addr + "/" + CatalogDatabase + "?sslmode=disable"
+	return nil
+}
+
 // installChart installs charts/jetsink as a user would, with the image
 // imported into containerd (it cannot be pulled: the pods reach no
 // registry) and the stack's status refresh.
@@ -354,6 +422,10 @@ func (s *Stack) Stop() error {
 		s.procs[i].Stop()
 	}
 	s.procs = nil
+	if s.pg != nil {
+		s.pg.Remove()
+		s.pg = nil
+	}
 	if s.nats != nil {
 		s.progress("stopping NATS")
 		s.nats.Shutdown()

@@ -1,24 +1,18 @@
-// Package pgtest runs a real PostgreSQL server for tests: Debian's
-// postgresql package (`make test-deps` installs it), a fresh cluster per
-// test in a temporary directory, listening on a free loopback port with
-// trust authentication, stopped and removed when the test ends.
-//
-// PostgreSQL refuses to run as root, so as root the server runs as the
-// package's postgres user.
+// Package pgtest runs a real PostgreSQL server for tests: a fresh
+// pgserver cluster per test, listening on a free loopback port with trust
+// authentication, stopped and removed when the test ends.
 package pgtest
 
 import (
 	"bytes"
 	"fmt"
 	"net"
-	"os"
-	"os/exec"
-	"os/user"
-	"path/filepath"
 	"strconv"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jetsink/jetsink/internal/pgserver"
 )
 
 // Server is a running PostgreSQL.
@@ -27,63 +21,27 @@ type Server struct {
 	DSN  string
 	Addr string
 
-	start  func() // starts the server process on the same data and port
-	stop   func() // stops it (fast shutdown)
-	signal func(syscall.Signal)
+	cluster *pgserver.Cluster
+	start   func() // starts the server process on the same data and port
+	stop    func() // stops it (fast shutdown)
+	signal  func(syscall.Signal)
 }
 
 // Stop stops the server (an outage); Start starts it again with its data.
 func (s *Server) Stop()  { s.stop() }
 func (s *Server) Start() { s.start() }
 
-// binDir finds the server's binaries.
-func binDir(t testing.TB) string {
-	t.Helper()
-	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
-	for i := len(dirs) - 1; i >= 0; i-- {
-		if _, err := os.Stat(filepath.Join(dirs[i], "postgres")); err == nil {
-			return dirs[i]
-		}
-	}
-	t.Fatal("pgtest: no PostgreSQL server in /usr/lib/postgresql/*/bin: apt-get install -y postgresql (make test-deps)")
-	return ""
-}
-
 // Start runs a PostgreSQL server until the test ends.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	bin := binDir(t)
-	dir, err := os.MkdirTemp("", "pgtest-")
+	c, err := pgserver.Init("pgtest-")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	var cred *syscall.Credential
-	if os.Geteuid() == 0 {
-		u, err := user.Lookup("postgres")
-		if err != nil {
-			t.Fatalf("pgtest: running as root needs the postgres user of the postgresql package: %v", err)
-		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
-		if err := os.Chown(dir, uid, gid); err != nil {
-			t.Fatal(err)
-		}
-	}
-	run := func(name string, args ...string) *exec.Cmd {
-		cmd := exec.Command(filepath.Join(bin, name), args...)
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
-		cmd.Dir = dir
-		return cmd
-	}
-	data := filepath.Join(dir, "data")
-	if out, err := run("initdb", "-D", data, "-U", "postgres", "-A", "trust", "--no-sync").CombinedOutput(); err != nil {
-		t.Fatalf("pgtest: initdb: %v\n%s", err, out)
-	}
+	t.Cleanup(c.Remove)
 	port := freePort(t)
 	addr := "127.0.0.1:" + strconv.Itoa(port)
-	s := &Server{DSN: fmt.Sprintf("postgres://postgres@%s/postgres?sslmode=disable", addr), Addr: addr}
+	s := &Server{DSN: fmt.Sprintf("postgres://postgres@%s/postgres?sslmode=disable", addr), Addr: addr, cluster: c}
 	var exited chan error
 	var logs bytes.Buffer
 	s.stop = func() {
@@ -101,8 +59,7 @@ func Start(t testing.TB) *Server {
 	}
 	s.start = func() {
 		t.Helper()
-		cmd := run("postgres", "-D", data, "-p", strconv.Itoa(port), "-c", "listen_addresses=127.0.0.1",
-			"-c", "unix_socket_directories="+dir, "-c", "fsync=off", "-c", "max_connections=100")
+		cmd := c.Command("postgres", c.ServerArgs("127.0.0.1", port)...)
 		cmd.Stdout, cmd.Stderr = &logs, &logs
 		if err := cmd.Start(); err != nil {
 			t.Fatalf("pgtest: start postgres: %v", err)
@@ -111,12 +68,7 @@ func Start(t testing.TB) *Server {
 		s.signal = func(sig syscall.Signal) { _ = cmd.Process.Signal(sig) }
 		go func(done chan error) { done <- cmd.Wait() }(exited)
 		deadline := time.Now().Add(30 * time.Second)
-		for {
-			// pg_isready asks the server itself: a TCP connect alone
-			// cannot tell a listening server from one starting up.
-			if err := run("pg_isready", "-q", "-h", "127.0.0.1", "-p", strconv.Itoa(port)).Run(); err == nil {
-				return
-			}
+		for !c.Ready("127.0.0.1", port) {
 			select {
 			case err := <-exited:
 				t.Fatalf("pgtest: postgres exited: %v\n%s", err, logs.String())
@@ -140,4 +92,18 @@ func freePort(t testing.TB) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// RequirePasswords makes every user but postgres log in over TCP with a
+// password (scram-sha-256), as a production database would; postgres
+// keeps trust, so the test can still set things up.
+func (s *Server) RequirePasswords(t testing.TB) {
+	t.Helper()
+	hba := "local all all trust\nhost all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n"
+	if err := s.cluster.WriteHBA(hba); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := s.cluster.Command("pg_ctl", "reload", "-D", s.cluster.Data).CombinedOutput(); err != nil {
+		t.Fatalf("pgtest: reload: %v\n%s", err, out)
+	}
 }
