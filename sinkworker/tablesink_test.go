@@ -16,6 +16,7 @@ import (
 	icebergio "github.com/apache/iceberg-go/io"
 	icetable "github.com/apache/iceberg-go/table"
 
+	"github.com/jetsink/jetsink/internal/icebergread"
 	"github.com/jetsink/jetsink/internal/testutil/pgtest"
 	"github.com/jetsink/jetsink/internal/testutil/s3test"
 	"github.com/jetsink/jetsink/sinkworker/config"
@@ -50,6 +51,29 @@ func TestTableCommitsEachEventOnceAndRecognisesAReplay(t *testing.T) {
 	slices.Sort(want)
 	if !slices.Equal(ids, want) {
 		t.Errorf("a scan of the table reads %d event_ids, not the %d published (first %v)", len(ids), len(want), ids[:min(3, len(ids))])
+	}
+	// A reader that is not iceberg-go (the catalog's row, metadata.json,
+	// the Avro manifests, the Parquet files) reads the same table.
+	db, err := sql.Open("pgx", pg.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	get := icebergread.S3(e.s3.Client())
+	other, err := icebergread.Load(t.Context(), db, "jetsink", "analytics", "events", get)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherIDs, err := other.Strings(t.Context(), get, "event_id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(otherIDs)
+	if !slices.Equal(otherIDs, want) || other.Rows() != int64(len(evs)) || strconv.Itoa(len(other.Files)) != files {
+		t.Errorf("icebergread: %d rows in %d files, %d event_ids; want %d in %s files", other.Rows(), len(other.Files), len(otherIDs), len(evs), files)
+	}
+	if other.Current == nil || other.Current.Summary["jetsink.commit-id"] == "" {
+		t.Errorf("icebergread: the current snapshot's summary has no jetsink.commit-id: %+v", other.Current)
 	}
 
 	// Every event again, on a new consumer of the same name: the table
