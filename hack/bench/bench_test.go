@@ -15,7 +15,8 @@ import (
 )
 
 // TestSmoke runs the whole benchmark small, so `make bench` cannot rot:
-// 20,000 events through every kind of run (the declared schema's too), 20 sinks through the controller,
+// 20,000 events through every kind of run (the declared schema's and the
+// Iceberg table's too), 20 sinks through the controller,
 // every event found in the bucket, and a summary line that parses.
 func TestSmoke(t *testing.T) {
 	if testing.Short() {
@@ -27,10 +28,12 @@ func TestSmoke(t *testing.T) {
 	}
 	bin := filepath.Join(root, "bin")
 	tmp := t.TempDir()
-	for _, cmd := range []string{"sinkworker", "manager"} {
-		out, err := exec.Command("go", "build", "-o", filepath.Join(tmp, cmd), filepath.Join(root, "cmd", cmd)).CombinedOutput()
+	for _, b := range []struct{ out, cmd, tags string }{
+		{"sinkworker", "sinkworker", ""}, {"sinkworker-iceberg", "sinkworker", "iceberg"}, {"manager", "manager", ""},
+	} {
+		out, err := exec.Command("go", "build", "-tags", b.tags, "-o", filepath.Join(tmp, b.out), filepath.Join(root, "cmd", b.cmd)).CombinedOutput()
 		if err != nil {
-			t.Fatalf("go build %s: %v\n%s", cmd, err, out)
+			t.Fatalf("go build %s: %v\n%s", b.out, err, out)
 		}
 	}
 	natsCLI := filepath.Join(bin, "nats")
@@ -63,7 +66,8 @@ func TestSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, v := range map[string]verification{"default": rep.mainCheck, "declared": rep.checks["declared"], "memory": rep.checks["memory"]} {
+	for name, v := range map[string]verification{"default": rep.mainCheck, "declared": rep.checks["declared"],
+		"iceberg": rep.checks["iceberg"], "memory": rep.checks["memory"]} {
 		if !strings.Contains(v.String(), "0 missing") || v.footerRows == 0 {
 			t.Errorf("run %s: %s", name, v)
 		}

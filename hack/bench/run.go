@@ -46,6 +46,7 @@ type report struct {
 	main        *sinkResult
 	mainCheck   verification
 	declared    *sinkResult // the main run's events through a 10-column declared schema
+	table       *sinkResult // the main run's events committed to an Iceberg table
 	scaling     []*sinkResult
 	checks      map[string]verification
 	prof        *profileResult
@@ -158,6 +159,30 @@ func run(ctx context.Context, o options, _ io.Writer) (*report, error) {
 		}
 		return res, v, nil
 	}
+	// drainTable is drain for a table run: the table must hold every
+	// event once, as a reader that is not iceberg-go sees it, and its
+	// data files (all of them: a clean drain leaves no orphan) too.
+	drainTable := func(run sinkRun, n uint64) (*sinkResult, verification, error) {
+		step("sink run %q: %d events into an Iceberg table, %d process(es)", run.name, n, run.procs)
+		res, err := s.drain(ctx, o.sinkworker, run, n, o.workerEnv)
+		if err != nil {
+			return nil, verification{}, err
+		}
+		tbl, err := s.readTable(ctx, run.name)
+		if err != nil {
+			return res, verification{}, err
+		}
+		if tbl.Rows() != int64(n) {
+			return res, verification{}, fmt.Errorf("run %s: the table holds %d rows, want %d", run.name, tbl.Rows(), n)
+		}
+		res.snapshots = len(tbl.Snapshots)
+		prefix := strings.TrimPrefix(tbl.Location, "s3://"+bucket+"/") + "/data/"
+		v, err := s.verify(ctx, prefix, n, true)
+		if err == nil && !v.ok(n) {
+			err = fmt.Errorf("run %s: the table's data files do not hold every event exactly once: %s", run.name, v)
+		}
+		return res, v, err
+	}
 	if o.controllerOnly {
 		return rep, controller()
 	}
@@ -169,6 +194,10 @@ func run(ctx context.Context, o options, _ io.Writer) (*report, error) {
 		return rep, err
 	}
 	rep.checks["declared"] = v
+	if rep.table, v, err = drainTable(sinkRun{name: "iceberg", procs: 1, maxAge: o.maxAge, table: true}, total); err != nil {
+		return rep, err
+	}
+	rep.checks["iceberg"] = v
 	if o.scaling {
 		for _, r := range []sinkRun{
 			{name: "w1", workers: 1, procs: 1, maxAge: o.maxAge},
@@ -301,6 +330,10 @@ func (r *report) print(w io.Writer) {
 	if d := r.declared; d != nil && r.main != nil {
 		sinkRow(fmt.Sprintf("sink: the same, declared schema of %d columns (%.2f× the envelope's; target ≥ 0.80)",
 			len(d.cfg.Schema.Columns), d.rate/r.main.rate), d, r.checks["declared"])
+	}
+	if t := r.table; t != nil && r.main != nil {
+		sinkRow(fmt.Sprintf("sink: the same, committed to an Iceberg table, SQL catalog on PostgreSQL (%.2f× the plain files'; target ≥ 0.90; %d snapshots, commitInterval %s)",
+			t.rate/r.main.rate, t.snapshots, t.cfg.Table.Interval()), t, r.checks["iceberg"])
 	}
 	for _, res := range r.scaling {
 		label := fmt.Sprintf("scaling: workersPerReplica %d", res.cfg.Workers)

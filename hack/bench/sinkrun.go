@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	_ "github.com/jackc/pgx/v5/stdlib" // the table runs' catalog
 	"github.com/nats-io/nats.go/jetstream"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -19,6 +21,7 @@ import (
 	jetsinkv1 "github.com/jetsink/jetsink/api/v1alpha1"
 	"github.com/jetsink/jetsink/controllers/workload"
 	"github.com/jetsink/jetsink/hack/bench/eventgen"
+	"github.com/jetsink/jetsink/internal/icebergread"
 	"github.com/jetsink/jetsink/sinkworker/config"
 )
 
@@ -82,7 +85,15 @@ type sinkRun struct {
 	maxAge time.Duration
 	// schema, when set, is the sink's declared schema (the envelope else).
 	schema *config.Schema
+	// table commits the files to an Iceberg table (the stack's SQL
+	// catalog), run by sinkworker-iceberg, the operator's choice for such
+	// sinks.
+	table bool
 }
+
+// tableWarehouse is where the Iceberg runs' tables are; each run's table
+// is bench.<run name>.
+const tableWarehouse = "s3://" + bucket + "/warehouse"
 
 // declaredSchema maps the generator's events onto 10 declared columns,
 // partitioned by app_id as the envelope is: the same events and files, so
@@ -120,6 +131,7 @@ type sinkResult struct {
 	prefix     string
 	cfg        config.Config
 	warnings   int
+	snapshots  int // a table run's snapshots at the end
 }
 
 // workerConfig renders a default WarehouseSink for run the way the operator
@@ -139,6 +151,14 @@ func (s *stack) workerConfig(run sinkRun) (config.Config, jetstream.ConsumerConf
 	sink.Spec.Destination.ForcePathStyle = true
 	if run.maxAge > 0 {
 		sink.Spec.Batch.MaxAge = &metav1.Duration{Duration: run.maxAge}
+	}
+	if run.table {
+		// The API's defaults, as the API server would fill them in.
+		sink.Spec.Destination.Table = &jetsinkv1.TableSpec{
+			Catalog:   jetsinkv1.CatalogSpec{Type: jetsinkv1.CatalogSQL, URI: s.pgDSN, Warehouse: tableWarehouse},
+			Namespace: "bench", Name: run.name,
+			CommitInterval: &metav1.Duration{Duration: 10 * time.Second}, MaxFilesPerCommit: 100,
+		}
 	}
 	cfg := workload.WorkerConfig(sink)
 	cfg.Schema = run.schema
@@ -176,6 +196,9 @@ func (s *stack) drain(ctx context.Context, bin string, run sinkRun, total uint64
 				<-p.done
 			}
 		}
+	}
+	if run.table {
+		bin += "-iceberg" // sinkworker-iceberg, beside sinkworker
 	}
 	self0, _ := readProc(os.Getpid())
 	gw0, _ := readProc(s.gw.Process.Pid)
@@ -303,4 +326,15 @@ func readProc(pid int) (procStat, error) {
 		st.cpuSeconds = (ut + stt) / 100 // USER_HZ is 100 on Linux
 	}
 	return st, nil
+}
+
+// readTable reads the table bench.<name> with a reader that is not
+// iceberg-go.
+func (s *stack) readTable(ctx context.Context, name string) (*icebergread.Table, error) {
+	db, err := sql.Open("pgx", s.pgDSN)
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	return icebergread.Load(ctx, db, "jetsink", "bench", name, icebergread.S3(s.s3))
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"k8s.io/utils/ptr"
 
+	"github.com/jetsink/jetsink/internal/pgserver"
 	"github.com/jetsink/jetsink/internal/testutil/s3test"
 )
 
@@ -33,6 +34,11 @@ type stack struct {
 	s3     *s3.Client
 	gw     *exec.Cmd
 	gwDone chan error
+	// pg is the Iceberg run's SQL catalog database; pgDSN connects to it.
+	pg     *pgserver.Cluster
+	pgCmd  *exec.Cmd
+	pgDone chan error
+	pgDSN  string
 }
 
 func startStack(ctx context.Context, dir, versitygw string) (*stack, error) {
@@ -62,7 +68,41 @@ func startStack(ctx context.Context, dir, versitygw string) (*stack, error) {
 		s.stop()
 		return nil, err
 	}
+	if err := s.startPG(ctx); err != nil {
+		s.stop()
+		return nil, err
+	}
 	return s, nil
+}
+
+// startPG runs PostgreSQL (Debian's package) for the Iceberg run's catalog.
+func (s *stack) startPG(ctx context.Context) error {
+	c, err := pgserver.Init("jetsink-bench-pg-")
+	if err != nil {
+		return err
+	}
+	s.pg = c
+	port := freePort()
+	logf, err := os.Create(filepath.Join(s.dir, "postgres.log"))
+	if err != nil {
+		return err
+	}
+	s.pgCmd = c.Command("postgres", c.ServerArgs("127.0.0.1", port)...)
+	s.pgCmd.Stdout, s.pgCmd.Stderr = logf, logf
+	if err := s.pgCmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("start postgres: %w", err)
+	}
+	s.pgDone = make(chan error, 1)
+	go func() { s.pgDone <- s.pgCmd.Wait(); logf.Close() }()
+	for deadline := time.Now().Add(30 * time.Second); !c.Ready("127.0.0.1", port); {
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("postgres not ready on port %d (see %s/postgres.log)", port, s.dir)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	s.pgDSN = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port)
+	return nil
 }
 
 func (s *stack) natsURL() string { return s.nats.ClientURL() }
@@ -121,6 +161,18 @@ func (s *stack) stop() {
 			_ = s.gw.Process.Kill()
 			<-s.gwDone
 		}
+	}
+	if s.pgCmd != nil && s.pgCmd.Process != nil {
+		_ = s.pgCmd.Process.Signal(syscall.SIGINT) // fast shutdown
+		select {
+		case <-s.pgDone:
+		case <-time.After(10 * time.Second):
+			_ = s.pgCmd.Process.Kill()
+			<-s.pgDone
+		}
+	}
+	if s.pg != nil {
+		s.pg.Remove()
 	}
 	if s.nc != nil {
 		s.nc.Close()

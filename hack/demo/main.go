@@ -4,15 +4,19 @@
 // from several apps (and a few poison ones), and shows while they flow what a
 // user would look at: `kubectl get sinks`, the Parquet objects under their
 // Hive-style keys, the dead-letter count, the workers' own metrics and a few
-// rows read back. It then stops everything, leaves the bucket's files under
-// .demo/, and prints one summary line:
+// rows read back. A second sink commits the same events exactly once to an
+// Iceberg table (a SQL catalog on the stack's PostgreSQL), shown through a
+// reader that is not iceberg-go (internal/icebergread). It then stops
+// everything, leaves the bucket's files under .demo/, and prints one
+// summary line:
 //
-//	demo: published=<N> poison=<P> rows=<R> files=<F> dead_lettered=<D>
+//	demo: published=<N> poison=<P> rows=<R> files=<F> dead_lettered=<D> table_rows=<T> table_events=<E> table_files=<TF> table_snapshots=<S>
 package main
 
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	_ "embed"
 	"encoding/json"
 	"errors"
@@ -30,14 +34,18 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	_ "github.com/jackc/pgx/v5/stdlib" // the catalog's database
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/parquet-go/parquet-go"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	jetsinkv1 "github.com/jetsink/jetsink/api/v1alpha1"
 	"github.com/jetsink/jetsink/hack/cluster"
 	"github.com/jetsink/jetsink/hack/localstack/stack"
+	"github.com/jetsink/jetsink/internal/icebergread"
 	"github.com/jetsink/jetsink/sinkworker"
 )
 
@@ -47,8 +55,12 @@ var sinkYAML string
 const (
 	namespace = "analytics"
 	sinkName  = "events"
+	tableSink = "events-table"
 	bucket    = "lake"
 	prefix    = "events/"
+	// The table sink's table: analytics.events in the catalog "jetsink"
+	// (the name the workers give iceberg-go's SQL catalog).
+	tableNamespace, tableName = "analytics", "events"
 )
 
 func main() {
@@ -72,7 +84,7 @@ func main() {
 		}
 		if cerr := d.keepFiles(*out); cerr != nil {
 			fmt.Fprintln(os.Stderr, "demo:", cerr)
-		} else if rerr := d.recount(filepath.Join(*out, bucket)); rerr != nil {
+		} else if rerr := d.recount(filepath.Join(*out, bucket), prefix); rerr != nil {
 			fmt.Fprintln(os.Stderr, "demo: recount the kept files:", rerr)
 		} else {
 			fmt.Printf("   the bucket's files are in %s/%s/ (open them with duckdb, pandas, spark...), the logs in %s/logs/\n", *out, bucket, *out)
@@ -92,11 +104,11 @@ func main() {
 }
 
 // recount sets the row and file counts from the files the stack left
-// behind, after every worker drained: the summary describes the bucket as
-// it finally is.
-func (d *demo) recount(dir string) error {
+// behind under prefix (the table's files are counted by the table), after
+// every worker drained: the summary describes the bucket as it finally is.
+func (d *demo) recount(dir, prefix string) error {
 	rows := map[string]int64{}
-	err := filepath.WalkDir(dir, func(path string, e os.DirEntry, err error) error {
+	err := filepath.WalkDir(filepath.Join(dir, prefix), func(path string, e os.DirEntry, err error) error {
 		if err != nil || e.IsDir() || !strings.HasSuffix(path, ".parquet") {
 			return err
 		}
@@ -135,6 +147,12 @@ type demo struct {
 	rows                map[string]int64 // per object key
 	deadLettered        uint64
 	stageN              int
+
+	catalog *sql.DB
+	table   *icebergread.Table // as last read
+	// tableEvents is the number of distinct event_ids in the table, read
+	// from its data files at the end.
+	tableEvents int
 }
 
 func (d *demo) stage(msg string) {
@@ -186,21 +204,31 @@ func (d *demo) run(ctx context.Context) error {
 	}
 	d.info("stream EVENTS holds %d good + %d poison events", d.published, d.poisoned)
 
-	d.stage("Applying the WarehouseSink (hack/demo/sink.yaml) and its S3 credentials Secret")
+	d.stage("Applying the WarehouseSinks (hack/demo/sink.yaml: Parquet files, and an Iceberg table) and their Secrets (S3, the catalog's password)")
 	if err := s.EnsureNamespace(ctx, namespace); err != nil {
 		return err
 	}
 	if err := s.Client.Create(ctx, stack.S3Secret(namespace, "s3-creds", stack.S3AccessKey, stack.S3SecretKey)); err != nil {
 		return err
 	}
-	manifest := strings.NewReplacer("${NATS_URL}", s.NATSURL, "${S3_ENDPOINT}", s.S3URL).Replace(sinkYAML)
+	if err := s.Client.Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "catalog-creds"},
+		StringData: map[string]string{"password": stack.CatalogPassword},
+	}); err != nil {
+		return err
+	}
+	if d.catalog, err = sql.Open("pgx", "postgres://postgres@"+s.CatalogAddr+"/"+stack.CatalogDatabase+"?sslmode=disable"); err != nil {
+		return err
+	}
+	defer d.catalog.Close()
+	manifest := strings.NewReplacer("${NATS_URL}", s.NATSURL, "${S3_ENDPOINT}", s.S3URL, "${CATALOG_URI}", s.CatalogURI).Replace(sinkYAML)
 	out, err := s.Kubectl(ctx, strings.NewReader(manifest), "apply", "-f", "-")
 	if err != nil {
 		return err
 	}
 	d.info("$ kubectl apply -f hack/demo/sink.yaml\n   %s", strings.TrimSpace(out))
 
-	d.stage(fmt.Sprintf("The operator creates the consumer and the Deployment, the kubelet starts 2 worker containers; %d more events arrive live", d.wantGood-backlog))
+	d.stage(fmt.Sprintf("The operator creates the consumers and the Deployments, the kubelet starts 3 worker containers; %d more events arrive live", d.wantGood-backlog))
 	pubDone := make(chan error, 1)
 	go func() {
 		pubDone <- d.publish(ctx, rng, d.wantGood-backlog, d.wantPoison-d.wantPoison*3/4, 8, 12*time.Second)
@@ -262,7 +290,9 @@ func (d *demo) run(ctx context.Context) error {
 
 	d.stage("The dead-letter subject: poison events with the reason in their headers")
 	d.showDeadLetters(ctx)
-	return nil
+
+	d.stage("The Iceberg table analytics.events, read without iceberg-go: the catalog's row in PostgreSQL, metadata.json, the Avro manifests, the Parquet data files")
+	return d.showTable(ctx)
 }
 
 func (d *demo) kubectl(ctx context.Context, args ...string) {
@@ -306,16 +336,17 @@ func (d *demo) progress(ctx context.Context, publishing bool) (*jetsinkv1.Wareho
 	if !publishing {
 		state = "draining"
 	}
-	fmt.Printf("\n   [t+%s] %s: published %d good + %d poison | lag %d (of which in open batches, awaiting ACK: %d) | objects %d | rows %d | dead-lettered %d\n",
-		time.Since(d.start).Round(time.Second), state, d.published, d.poisoned, lag, ackPending, len(d.rows), d.totalRows(), d.deadLettered)
+	fmt.Printf("\n   [t+%s] %s: published %d good + %d poison | lag %d (of which in open batches, awaiting ACK: %d) | objects %d | rows %d | dead-lettered %d | table rows %d\n",
+		time.Since(d.start).Round(time.Second), state, d.published, d.poisoned, lag, ackPending, len(d.rows), d.totalRows(), d.deadLettered, d.tableRows())
 	out, err := d.stack.Kubectl(ctx, nil, "get", "sinks", "-n", namespace)
 	if err == nil {
 		for _, l := range strings.Split(strings.TrimRight(out, "\n"), "\n") {
 			fmt.Println("   " + l)
 		}
 	}
+	tableRows := d.readTable(ctx)
 	done := !publishing && lag == 0 && ackPending == 0 && d.totalRows() >= int64(d.published) &&
-		d.deadLettered >= uint64(d.poisoned)
+		d.deadLettered >= uint64(d.poisoned) && tableRows >= int64(d.published)
 	return sink, done
 }
 
@@ -506,8 +537,74 @@ func (d *demo) summary() {
 	for range d.rows {
 		files++
 	}
-	fmt.Printf("demo: published=%d poison=%d rows=%d files=%d dead_lettered=%d\n",
-		d.published, d.poisoned, d.totalRows(), files, d.deadLettered)
+	var tableFiles, snapshots int
+	if d.table != nil {
+		tableFiles, snapshots = len(d.table.Files), len(d.table.Snapshots)
+	}
+	fmt.Printf("demo: published=%d poison=%d rows=%d files=%d dead_lettered=%d table_rows=%d table_events=%d table_files=%d table_snapshots=%d\n",
+		d.published, d.poisoned, d.totalRows(), files, d.deadLettered, d.tableRows(), d.tableEvents, tableFiles, snapshots)
+}
+
+// readTable reads the table's metadata and manifests again and returns
+// its row count (0 before the first commit).
+func (d *demo) readTable(ctx context.Context) int64 {
+	t, err := icebergread.Load(ctx, d.catalog, "jetsink", tableNamespace, tableName, icebergread.S3(d.stack.S3Client()))
+	switch {
+	case errors.Is(err, icebergread.ErrNoTable):
+	case err != nil:
+		d.info("reading the table: %v", err)
+	default:
+		d.table = t
+	}
+	return d.tableRows()
+}
+
+func (d *demo) tableRows() int64 {
+	if d.table == nil {
+		return 0
+	}
+	return d.table.Rows()
+}
+
+// showTable prints the table as its own files describe it, and checks
+// every published event is in it exactly once.
+func (d *demo) showTable(ctx context.Context) error {
+	d.readTable(ctx)
+	t := d.table
+	if t == nil || t.Current == nil {
+		return errors.New("the table sink committed nothing")
+	}
+	d.info("catalog: PostgreSQL %s, table %s.%s, format v%d", d.stack.CatalogURI, tableNamespace, tableName, t.FormatVersion)
+	d.info("metadata: %s", t.MetadataLocation)
+	d.info("snapshots: %d, one per commit (every commitInterval, or at maxFilesPerCommit files)", len(t.Snapshots))
+	show := t.Snapshots
+	if len(show) > 6 {
+		d.info("  … %d earlier snapshots …", len(show)-6)
+		show = show[len(show)-6:]
+	}
+	for _, s := range show {
+		d.info("  %d  %s  %-6s +%s rows in +%s files  commit %s", s.ID, time.UnixMilli(s.TimestampMS).UTC().Format(time.TimeOnly),
+			s.Summary["operation"], s.Summary["added-records"], s.Summary["added-data-files"], s.Summary["jetsink.commit-id"])
+	}
+	for k, v := range t.Properties {
+		if strings.HasPrefix(k, "jetsink.") {
+			d.info("table property %s = %.100s", k, v)
+		}
+	}
+	ids, err := t.Strings(ctx, icebergread.S3(d.stack.S3Client()), "event_id")
+	if err != nil {
+		return err
+	}
+	distinct := map[string]bool{}
+	for _, id := range ids {
+		distinct[id] = true
+	}
+	d.tableEvents = len(distinct)
+	d.info("live data files: %d, rows: %d, distinct event_ids: %d, published: %d", len(t.Files), t.Rows(), len(distinct), d.published)
+	if int(t.Rows()) != d.published || len(distinct) != d.published {
+		return fmt.Errorf("the table holds %d rows of %d distinct events; %d were published, each must be there once", t.Rows(), len(distinct), d.published)
+	}
+	return nil
 }
 
 // indent prefixes the stack's progress lines.

@@ -110,8 +110,10 @@ type Stack struct {
 	// bucket.
 	NATSURL, S3URL, S3Dir string
 	// CatalogURI is the Iceberg SQL catalog's PostgreSQL database, as a
-	// sink names it (user CatalogUser, password CatalogPassword).
-	CatalogURI string
+	// sink names it (user CatalogUser, password CatalogPassword);
+	// CatalogAddr the server's host:port, where the host (not a pod) may
+	// log in as postgres without a password.
+	CatalogURI, CatalogAddr string
 	// Image is the product image the manager and the workers run;
 	// NextImage the same image under another tag, for a rolling update of
 	// spec.image.
@@ -358,6 +360,7 @@ func (s *Stack) startCatalog(ctx context.Context) error {
 			return fmt.Errorf("localstack: postgres: %s: %w", stmt, err)
 		}
 	}
+	s.CatalogAddr = addr
 	s.CatalogURI = "postgres://" + CatalogUser + "@" + addr + "/" + CatalogDatabase + "?sslmode=disable"
 	return nil
 }
