@@ -38,6 +38,8 @@ const lagTickJitter = 0.2
 // numPending (what the workers have not even fetched, the figure that
 // grows when a sink falls behind) can trigger a write by itself:
 //   - when it crosses zero (a sink that falls behind, or catches up), or
+//   - when the whole lag (numAckPending too) drops to zero: every event
+//     written, which a user waits for after a backlog; or
 //   - when it moves by more than lagWriteRelDelta of itself and
 //     lagWriteMinDelta messages (a backlog growing or draining: 1% of a
 //     million is worth showing, a hundred either way of a few hundred is
@@ -324,6 +326,11 @@ func lagWorthWriting(was, now *jetsinkv1.ConsumerStatus, age, maxAge time.Durati
 	case *was == *now:
 		return false
 	case (was.NumPending == 0) != (now.NumPending == 0):
+		return true
+	case was.Lag != 0 && now.Lag == 0:
+		// Everything written: the figure a user waits for. Only this way:
+		// held events rising from zero is the swing described above, and
+		// once 0 is shown, a return to 0 writes nothing.
 		return true
 	}
 	lo, hi := min(was.NumPending, now.NumPending), max(was.NumPending, now.NumPending)

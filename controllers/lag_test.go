@@ -235,6 +235,8 @@ func TestLagWorthWriting(t *testing.T) {
 		{"ack pending swings", st(0, 10), st(0, 9000), time.Minute, false},
 		{"ack pending swings, shown long ago", st(0, 10), st(0, 9000), lagWriteMaxAge, true},
 		{"falls behind", st(0, 0), st(1, 0), 0, true},
+		{"every held event written", st(0, 32500), st(0, 0), time.Second, true},
+		{"held events rise from zero", st(0, 0), st(0, 500), time.Second, false},
 		{"catches up", st(40, 0), st(0, 0), 0, true},
 		{"small move", st(300, 0), st(390, 0), time.Minute, false},
 		{"more than the minimum", st(300, 0), st(401, 0), 0, true},

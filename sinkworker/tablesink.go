@@ -41,6 +41,9 @@ type tableSink struct {
 	in        chan *batch
 	interval  time.Duration
 	maxFiles  int
+	// holdFirst is config.FaultHoldFirstCommitEnv: the fault matrix's way
+	// to SIGKILL a worker between a commit and its ACKs for certain.
+	holdFirst time.Duration
 }
 
 // openTableRetrying is openTable until it works: a catalog that cannot be
@@ -107,8 +110,9 @@ func (w *Worker) openTable(ctx context.Context, cons jetstream.Consumer) (*table
 		db.Close()
 		return nil, err
 	}
+	hold, _ := time.ParseDuration(os.Getenv(config.FaultHoldFirstCommitEnv))
 	return &tableSink{
-		w: w, bucket: w.cfg.Bucket, partition: part, cons: cons, db: db,
+		w: w, bucket: w.cfg.Bucket, partition: part, cons: cons, db: db, holdFirst: hold,
 		committer: &table.Committer{Catalog: cat, Ident: ident, Sink: w.cfg.Consumer, Stream: w.incarnation,
 			Attempts: func(outcome string) { w.metrics.commits.WithLabelValues(outcome).Inc() }},
 		in:       make(chan *batch, w.cfg.Workers*flushersPerWorker),
@@ -213,6 +217,7 @@ func (t *tableSink) run(ctx, settleCtx context.Context, up *uploader, ack *acker
 // a lost ACK, a zombie's) is written again without them and committed
 // anew; their deliveries are ACKed.
 func (t *tableSink) commit(ctx, settleCtx context.Context, batches []*batch, up *uploader, ack *acker) {
+	batches, twins := t.dedupeGroup(ctx, settleCtx, batches, up, ack)
 	for len(batches) > 0 {
 		files := make([]table.File, len(batches))
 		byPath := make(map[string]*batch, len(batches))
@@ -230,7 +235,7 @@ func (t *tableSink) commit(ctx, settleCtx context.Context, batches []*batch, up 
 		if err != nil {
 			// Only the drain's deadline ends a commit: hand the events back.
 			t.w.log.Warn("Could not commit to the table before the shutdown deadline; the events are NAKed", "files", len(batches), "error", err)
-			for _, bt := range batches {
+			for _, bt := range append(batches, twins...) {
 				ack.nak(settleCtx, bt.msgs, true, err)
 				t.w.shutdownNacked.Add(int64(len(bt.msgs)))
 				t.w.batcher.release(bt)
@@ -248,6 +253,11 @@ func (t *tableSink) commit(ctx, settleCtx context.Context, batches []*batch, up 
 		}
 		if out.Snapshots > 0 {
 			t.w.metrics.tableSnapshots.Set(float64(out.Snapshots))
+		}
+		if t.holdFirst > 0 && len(out.Committed) > 0 {
+			t.w.log.Warn("Holding the ACKs of the first commit ("+config.FaultHoldFirstCommitEnv+", a fault-matrix hook)", "for", t.holdFirst)
+			time.Sleep(t.holdFirst)
+			t.holdFirst = 0
 		}
 		done := map[string]bool{}
 		for _, f := range out.Committed {
@@ -281,6 +291,37 @@ func (t *tableSink) commit(ctx, settleCtx context.Context, batches []*batch, up 
 		}
 		batches = again
 	}
+	// Every event of the group is in the table now, the twins' too.
+	for _, tw := range twins {
+		ack.written <- tw
+	}
+}
+
+// dedupeGroup keeps each event in one file of the group. A worker may hold
+// two deliveries of one event in two files: its first delivery's lease
+// lapsed while it could not renew it (NATS unreachable: found by the fault
+// matrix's case 10g), JetStream delivered it again, and the second copy
+// was batched and written before the first was committed. Committing both
+// files would put the event in the table twice, since neither is in the
+// table's committed set yet. So a later file of the group loses the events
+// an earlier one holds, and is written again without them; their
+// deliveries (the twins) are ACKed once the group is committed.
+func (t *tableSink) dedupeGroup(ctx, settleCtx context.Context, batches []*batch, up *uploader, ack *acker) (keep, twins []*batch) {
+	seen := make(map[uint64]bool)
+	for _, bt := range batches {
+		if slices.ContainsFunc(bt.msgs, func(m trackedMsg) bool { return seen[m.seq] }) {
+			twins = append(twins, bt.split(func(seq uint64) bool { return seen[seq] }))
+			if len(bt.msgs) == 0 || !t.w.flush(ctx, settleCtx, bt, up, ack) {
+				t.w.batcher.release(bt)
+				continue
+			}
+		}
+		for _, m := range bt.msgs {
+			seen[m.seq] = true
+		}
+		keep = append(keep, bt)
+	}
+	return keep, twins
 }
 
 // seqsOf is the batch's stream sequences, once each (flush sorted them).

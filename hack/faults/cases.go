@@ -491,6 +491,158 @@ var cases = []*faultCase{
 			return killDuringUploads(ctx, s, 4, func() error { return s.pub.flow(ctx, 3000, 24*time.Second, flowOf("10b", 100)) })
 		},
 	},
+	{
+		name: "10c-table-two-workers", about: "Iceberg table: two worker processes commit a 6,000-event backlog and live traffic to one table, a commit per file",
+		opts: stackOpts{table: true, worker: func(c *config.Config) {
+			// A commit per file, as soon as it is written: the two race
+			// for the table's metadata all the time.
+			c.Table.MaxFilesPerCommit, c.BatchMaxEvents = 1, 200
+		}},
+		settle: 40 * time.Second, startsWorker: true,
+		run: func(ctx context.Context, s *stack, r *result) error {
+			backlog := make([]event, 6000)
+			mk := flowOf("10c", 100)
+			for i := range backlog {
+				backlog[i] = mk(i)
+			}
+			if err := s.pub.publish(ctx, backlog); err != nil {
+				return err
+			}
+			if err := s.worker.start(); err != nil {
+				return err
+			}
+			if _, err := s.addPeer(); err != nil {
+				return err
+			}
+			return s.pub.flow(ctx, 2000, 10*time.Second, flowOf("10c-live", 100))
+		},
+		check: func(ctx context.Context, s *stack, r *result) {
+			noteCommits(s, r)
+		},
+	},
+	{
+		name: "10d-table-zombie", about: "Iceberg table: a worker frozen (SIGSTOP) for 3× AckWait while a second takes its events over, then woken (SIGCONT)",
+		opts:   stackOpts{table: true},
+		settle: 40 * time.Second,
+		run: func(ctx context.Context, s *stack, r *result) error {
+			if _, err := s.addPeer(); err != nil {
+				return err
+			}
+			flow := background(func() error { return s.pub.flow(ctx, 3000, 24*time.Second, flowOf("10d", 100)) })
+			if err := sleep(ctx, 5*time.Second); err != nil {
+				return err
+			}
+			s.worker.signal(syscall.SIGSTOP)
+			if err := sleep(ctx, 3*s.cfg.AckWait); err != nil {
+				return err
+			}
+			s.worker.signal(syscall.SIGCONT)
+			return flow.wait()
+		},
+		check: func(ctx context.Context, s *stack, r *result) {
+			m := s.worker.scrape()
+			r.note("the zombie found %.0f of its events committed by the other, written %.0f rows itself",
+				m["jetsink_table_already_committed_total"], m["jetsink_table_committed_rows_total"])
+			if m["jetsink_table_already_committed_total"] == 0 {
+				r.fail("the woken worker recognised no event as committed: the freeze did not make it a zombie")
+			}
+		},
+	},
+	{
+		name: "10e-table-kill-commit", about: "Iceberg table: worker SIGKILLed between a commit and its ACKs (a test hook holds them), twice",
+		opts:   stackOpts{table: true, workerEnv: []string{config.FaultHoldFirstCommitEnv + "=10s"}},
+		settle: 60 * time.Second,
+		run: func(ctx context.Context, s *stack, r *result) error {
+			flow := background(func() error { return s.pub.flow(ctx, 3000, 20*time.Second, flowOf("10e", 100)) })
+			for range 2 {
+				if err := waitMetric(ctx, s.worker, "jetsink_table_commit_attempts_total", 1, 20*time.Second); err != nil {
+					return err
+				}
+				s.worker.kill9()
+				if !s.worker.waitReady(ctx, 30*time.Second) {
+					return fmt.Errorf("the restarted worker is not ready")
+				}
+			}
+			return flow.wait()
+		},
+		check: func(ctx context.Context, s *stack, r *result) {
+			m := s.worker.scrape()
+			r.note("the last process found %.0f events committed by a killed one", m["jetsink_table_already_committed_total"])
+			if m["jetsink_table_already_committed_total"] == 0 {
+				r.fail("no redelivered event was recognised as committed: the kills did not fall between commit and ACK")
+			}
+		},
+	},
+	{
+		name: "10f-table-s3-stopped", about: "Iceberg table: versitygw stopped for 15s (data files and the commit's metadata both fail) under live traffic",
+		opts:   stackOpts{table: true},
+		settle: 45 * time.Second,
+		run: func(ctx context.Context, s *stack, r *result) error {
+			flow := background(func() error { return s.pub.flow(ctx, 3000, 24*time.Second, flowOf("10f", 100)) })
+			if err := sleep(ctx, 4*time.Second); err != nil {
+				return err
+			}
+			s.s3.stop(syscall.SIGTERM)
+			if err := sleep(ctx, 15*time.Second); err != nil {
+				return err
+			}
+			if err := s.s3.start(); err != nil {
+				return err
+			}
+			return flow.wait()
+		},
+		check: func(ctx context.Context, s *stack, r *result) { noteCommits(s, r) },
+	},
+	{
+		name: "10g-table-acks-lost", about: "Iceberg table: everything the worker sends NATS (ACKs included) swallowed for 8s (timeout toxic upstream): redeliveries",
+		opts:   stackOpts{table: true},
+		settle: 40 * time.Second,
+		run: func(ctx context.Context, s *stack, r *result) error {
+			flow := background(func() error { return s.pub.flow(ctx, 3000, 24*time.Second, flowOf("10g", 100)) })
+			if err := sleep(ctx, 5*time.Second); err != nil {
+				return err
+			}
+			if err := s.toxi.toxic("nats", "mute", "timeout", "upstream", map[string]any{"timeout": 0}); err != nil {
+				return err
+			}
+			if err := sleep(ctx, 8*time.Second); err != nil {
+				return err
+			}
+			if err := s.toxi.removeToxic("nats", "mute"); err != nil {
+				return err
+			}
+			return flow.wait()
+		},
+		check: func(ctx context.Context, s *stack, r *result) { noteCommits(s, r) },
+	},
+}
+
+// noteCommits notes the commit attempts of every worker of the case by
+// outcome, and how many redelivered events they found committed.
+func noteCommits(s *stack, r *result) {
+	var ok, conflicts, already float64
+	for _, w := range append([]*worker{s.worker}, s.peers...) {
+		m := w.scrape()
+		ok += m[`jetsink_table_commit_attempts_total{outcome="ok"}`]
+		conflicts += m[`jetsink_table_commit_attempts_total{outcome="conflict"}`]
+		already += m["jetsink_table_already_committed_total"]
+	}
+	r.note("%.0f commits, %.0f conflicts retried, %.0f redelivered events found committed", ok, conflicts, already)
+}
+
+// waitMetric waits until the worker's unlabelled sum of name reaches at
+// least v.
+func waitMetric(ctx context.Context, w *worker, name string, v float64, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for w.scrape()[name] < v {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s did not reach %v within %s", name, v, timeout)
+		}
+		if err := sleep(ctx, 50*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // killDuringUploads slows S3 to 300 ms an answer, so that uploads are

@@ -214,6 +214,12 @@ func runCase(parent context.Context, bins binaries, dir string, c *faultCase, al
 	if err != nil {
 		r.note("final SIGTERM: %v after %s", err, drain.Round(100*time.Millisecond))
 	}
+	for _, peer := range s.peers {
+		peer.signal(syscall.SIGCONT) // a case may have left it frozen
+		if _, err := peer.stop(s.cfg.ShutdownTimeout + 5*time.Second); err != nil {
+			r.note("%s's final SIGTERM: %v", peer.name, err)
+		}
+	}
 	starts, killed, exits := s.worker.history()
 	switch {
 	case c.rebind && len(exits) == 0:
@@ -238,7 +244,7 @@ func runCase(parent context.Context, bins binaries, dir string, c *faultCase, al
 	return r
 }
 
-const rowFormat = "%-22s %10s %7s %5s %5s %6s  %-4s  %s\n"
+const rowFormat = "%-24s %10s %7s %5s %5s %6s  %-4s  %s\n"
 
 func printHeader(w io.Writer) {
 	fmt.Fprintf(w, rowFormat, "case", "published", "rows", "lost", "dup", "dlq", "", "note")

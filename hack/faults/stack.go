@@ -47,6 +47,8 @@ type stackOpts struct {
 	// table makes the sink write an Iceberg table through a SQL catalog on
 	// PostgreSQL, behind toxiproxy "pg"; the verdict then reads the table.
 	table bool
+	// workerEnv adds KEY=VALUE to the workers' environment (test hooks).
+	workerEnv []string
 }
 
 // stack is one case's world, all on loopback and all its own:
@@ -74,6 +76,10 @@ type stack struct {
 	pub    *publisher
 	cfg    config.Config
 	worker *worker
+	// peers are more worker processes of the same sink (addPeer).
+	peers     []*worker
+	workerEnv []string // beyond the configuration's, for every worker
+	verbose   io.Writer
 }
 
 func startStack(ctx context.Context, bins binaries, dir string, opts stackOpts, verbose io.Writer) (_ *stack, err error) {
@@ -172,13 +178,34 @@ func startStack(ctx context.Context, bins binaries, dir string, opts stackOpts, 
 	if opts.table {
 		workerBin = bins.icebergWorker
 	}
-	s.worker = newWorker(workerBin, s.cfg, []string{
+	s.workerEnv = []string{
 		// The operator owns the consumer; the worker must not re-create it.
 		config.EnvPrefix + "CREATE_CONSUMER=false",
 		"AWS_ACCESS_KEY_ID=" + s3test.AccessKey, "AWS_SECRET_ACCESS_KEY=" + s3test.SecretKey,
 		"AWS_REGION=" + s3test.Region, "AWS_EC2_METADATA_DISABLED=true",
-	}, s.logs, verbose)
+	}
+	s.workerEnv = append(s.workerEnv, opts.workerEnv...)
+	s.verbose = verbose
+	s.worker = newWorker("sinkworker", workerBin, s.cfg, s.workerEnv, s.logs, verbose)
 	return s, nil
+}
+
+// addPeer starts another worker process of the same sink, as a second pod
+// of its Deployment: the same configuration but its own metrics port and
+// log. It runs until the case ends (see main.go).
+func (s *stack) addPeer() (*worker, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	cfg := s.cfg
+	cfg.MetricsAddr = loopback(port)
+	w := newWorker(fmt.Sprintf("sinkworker-peer%d", len(s.peers)+1), s.worker.bin, cfg, s.workerEnv, s.logs, s.verbose)
+	if err := w.start(); err != nil {
+		return nil, err
+	}
+	s.peers = append(s.peers, w)
+	return w, nil
 }
 
 // workerConfig is the configuration the operator would render, with the
@@ -268,11 +295,14 @@ func retry(ctx context.Context, what string, fn func(context.Context) error) err
 // close stops everything, the worker first (SIGKILL: the case is over or
 // failed; its verdict is already taken).
 func (s *stack) close() {
-	if s.worker != nil {
-		s.worker.mu.Lock()
-		s.worker.stopping = true
-		p := s.worker.cur
-		s.worker.mu.Unlock()
+	for _, w := range append([]*worker{s.worker}, s.peers...) {
+		if w == nil {
+			continue
+		}
+		w.mu.Lock()
+		w.stopping = true
+		p := w.cur
+		w.mu.Unlock()
 		if p != nil && !p.exited() {
 			_ = p.stop(syscall.SIGKILL, time.Second)
 		}

@@ -24,6 +24,7 @@ import (
 // until the case stops it with SIGTERM. It records why each process
 // ended and samples each one's peak RSS (VmHWM) while it runs.
 type worker struct {
+	name    string
 	bin     string
 	env     []string
 	metrics string // http://addr, the same across restarts
@@ -42,8 +43,8 @@ type worker struct {
 
 const restartDelay = time.Second
 
-func newWorker(bin string, cfg config.Config, extraEnv []string, logs string, also io.Writer) *worker {
-	w := &worker{bin: bin, metrics: "http://" + cfg.MetricsAddr, logPath: filepath.Join(logs, "sinkworker.log"),
+func newWorker(name, bin string, cfg config.Config, extraEnv []string, logs string, also io.Writer) *worker {
+	w := &worker{name: name, bin: bin, metrics: "http://" + cfg.MetricsAddr, logPath: filepath.Join(logs, name+".log"),
 		also: also, stopped: make(chan struct{})}
 	for _, v := range cfg.Environ() {
 		w.env = append(w.env, v.Name+"="+v.Value)
@@ -71,7 +72,7 @@ func (w *worker) spawn() (*proc, error) {
 	if w.stopping {
 		return nil, errStopping
 	}
-	p, err := startProc("sinkworker", w.bin, nil, w.env, w.logPath, w.also)
+	p, err := startProc(w.name, w.bin, nil, w.env, w.logPath, w.also)
 	if err != nil {
 		return nil, err
 	}
@@ -145,6 +146,17 @@ func (w *worker) kill9() {
 	<-p.done
 }
 
+// signal sends sig to the running process: SIGSTOP freezes it as a paused
+// VM or a node that stops scheduling would, SIGCONT wakes it.
+func (w *worker) signal(sig syscall.Signal) {
+	w.mu.Lock()
+	p := w.cur
+	w.mu.Unlock()
+	if p != nil {
+		_ = p.cmd.Process.Signal(sig)
+	}
+}
+
 // stop ends supervision and SIGTERMs the running process, as a rollout
 // does, waiting up to grace for its drain. It returns how long the drain
 // took and that process's exit status (nil: exit code 0).
@@ -200,8 +212,8 @@ func (w *worker) sampleRSS(pid int) {
 	}
 }
 
-// scrape reads the unlabelled series and the sums of labelled ones from
-// /metrics, for diagnosis only: no verdict is taken from them (except the
+// scrape reads the unlabelled series, the labelled ones (by their full
+// name, name{label="value"}) and the sums of labelled ones from /metrics, for diagnosis only: no verdict is taken from them (except the
 // memory case's buffered_bytes_peak, which the case is about).
 func (w *worker) scrape() map[string]float64 {
 	c := http.Client{Timeout: 2 * time.Second}
@@ -222,13 +234,15 @@ func (w *worker) scrape() map[string]float64 {
 		if !ok {
 			continue
 		}
+		f, err := strconv.ParseFloat(val, 64)
+		if err != nil {
+			continue
+		}
 		if i := strings.IndexByte(name, '{'); i >= 0 {
+			out[name] = f // the labelled series itself, too
 			name = name[:i]
 		}
-		f, err := strconv.ParseFloat(val, 64)
-		if err == nil {
-			out[name] += f
-		}
+		out[name] += f
 	}
 	return out
 }

@@ -36,6 +36,13 @@ var CatalogSecretEnv = []SecretEnv{
 	{Env: "PGPASSWORD", Key: "password"},
 }
 
+// FaultHoldFirstCommitEnv, set to a duration, makes a table worker wait
+// that long after its first successful commit before ACKing its events: a
+// test hook for the fault matrix (case 10e), which SIGKILLs the worker in
+// that window. The operator never sets it, and spec.env cannot (JETSINK_
+// names are refused there).
+const FaultHoldFirstCommitEnv = EnvPrefix + "FAULT_HOLD_FIRST_COMMIT"
+
 // Interval is CommitInterval, 5s when unset.
 func (t *Table) Interval() time.Duration {
 	d, err := time.ParseDuration(t.CommitInterval)
