@@ -24,10 +24,10 @@ tools: ## Build every tool binary the tests and the demo need (first use only).
 		kube-controller-manager kube-scheduler kubelet kube-proxy
 
 .PHONY: cluster-deps
-cluster-deps: ## Install the Debian packages the local cluster runs on (as root; elsewhere the e2e suite skips).
-	@if command -v containerd >/dev/null && command -v runc >/dev/null && test -x /usr/lib/cni/bridge && command -v iptables >/dev/null; then :; \
+cluster-deps: ## Install the Debian packages the local stack runs on: the cluster's, and PostgreSQL for the Iceberg catalog (as root; elsewhere the e2e suite skips).
+	@if command -v containerd >/dev/null && command -v runc >/dev/null && test -x /usr/lib/cni/bridge && command -v iptables >/dev/null && ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" != 0 ]; then echo "cluster-deps: not root: the local cluster cannot run here, the e2e suite will skip"; \
-	else apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containerd runc containernetworking-plugins iptables iproute2; fi
+	else apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containerd runc containernetworking-plugins iptables iproute2 postgresql; fi
 
 # test/lake reads the worker's files back with DuckDB, a C++ library linked
 # through cgo: the tests need a C and C++ compiler. The Iceberg tests run

@@ -229,11 +229,15 @@ func TestSchemaValidationAcceptsGoodSchemas(t *testing.T) {
 	}
 }
 
-// The samples of sinks with a schema are ones the API server and the worker
-// accept as they are written.
-func TestSchemaSamplesAreAccepted(t *testing.T) {
+// The samples of sinks with a schema or a table are ones the API server and
+// the worker accept as they are written.
+func TestSchemaAndTableSamplesAreAccepted(t *testing.T) {
 	ns := namespace(t)
-	for _, name := range []string{"iot_telemetry_warehousesink.yaml", "orders_by_tenant_warehousesink.yaml"} {
+	for name, shows := range map[string]func(*jetsinkv1.WarehouseSink) bool{
+		"iot_telemetry_warehousesink.yaml":        func(s *jetsinkv1.WarehouseSink) bool { return s.Spec.Schema != nil },
+		"orders_by_tenant_warehousesink.yaml":     func(s *jetsinkv1.WarehouseSink) bool { return s.Spec.Schema != nil },
+		"events_iceberg_table_warehousesink.yaml": func(s *jetsinkv1.WarehouseSink) bool { return s.Spec.Destination.Table != nil },
+	} {
 		t.Run(name, func(t *testing.T) {
 			text, err := os.ReadFile(filepath.Join("..", "config", "samples", name))
 			if err != nil {
@@ -243,8 +247,8 @@ func TestSchemaSamplesAreAccepted(t *testing.T) {
 			if err := yaml.UnmarshalStrict(text, s); err != nil {
 				t.Fatalf("not a WarehouseSink: %v", err)
 			}
-			if s.Spec.Schema == nil {
-				t.Fatal("the sample declares no schema")
+			if !shows(s) {
+				t.Fatal("the sample does not show what it is for (a schema, a table)")
 			}
 			s.Namespace = ns
 			if err := k8s.Create(t.Context(), s, client.DryRunAll); err != nil {

@@ -567,6 +567,15 @@ func (b *batcher) abort() []*batch {
 	return left
 }
 
+// holdsOnly reports whether the worker holds nothing but n batches between
+// next and release (written, waiting for the table's commit): no batch is
+// open or queued, so no other file is on its way.
+func (b *batcher) holdsOnly(n int) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.open) == 0 && len(b.ready) == 0 && len(b.inflight) == n
+}
+
 // stats reports the budget for metrics.
 func (b *batcher) stats() (openPartitions int, buffered, peak int64) {
 	b.mu.Lock()

@@ -34,7 +34,7 @@ type metrics struct {
 	uploads        *prometheus.CounterVec
 	uploadRetries  prometheus.Counter
 	alreadyWritten *prometheus.CounterVec
-	// With an Iceberg table (#14): commit attempts by outcome, and
+	// With an Iceberg table: commit attempts by outcome, and
 	// redelivered events found committed (ACKed, not written again).
 	commits            *prometheus.CounterVec
 	alreadyCommitted   prometheus.Counter

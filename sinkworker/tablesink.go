@@ -25,7 +25,7 @@ import (
 )
 
 // tableSink is the stage between the flushers and the acker when the sink
-// writes an Iceberg table (Config.Table, #14 in progress): written files
+// writes an Iceberg table (Config.Table): written files
 // wait here, a commit interval or a file count at most, and their events
 // are ACKed only once a commit holding them succeeded, or once the table
 // shows them committed before (see docs/iceberg-exactly-once.md).
@@ -202,8 +202,10 @@ func (t *tableSink) run(ctx, settleCtx context.Context, up *uploader, ack *acker
 			if len(pending) == 1 {
 				due = time.After(t.interval)
 			}
-			// Draining: nothing waits for company.
-			if len(pending) >= t.maxFiles || t.w.stopping.Load() {
+			// Draining, or caught up (no other file on its way): nothing
+			// waits for company. A backlog's last files are committed
+			// at once, not a commit interval later.
+			if len(pending) >= t.maxFiles || t.w.stopping.Load() || t.w.batcher.holdsOnly(len(pending)) {
 				commit()
 			}
 		case <-due:

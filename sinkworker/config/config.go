@@ -89,8 +89,9 @@ type Config struct {
 	// envelope. Rendered only when set, so sinks without one keep the pod
 	// template they had.
 	Schema *Schema `env:"SCHEMA"`
-	// Table, when set, commits the files to an Iceberg table (#14, in
-	// progress); nil leaves them as plain Parquet under Prefix.
+	// Table, when set, commits the files to an Iceberg table
+	// (spec.destination.table); nil leaves them as plain Parquet under
+	// Prefix.
 	Table *Table `env:"TABLE"`
 
 	// Events. An event time outside [EventTimeMin, now+EventTimeMaxAhead]

@@ -1,6 +1,6 @@
-// Package table is the sink's Iceberg destination (issue #14, in
-// progress): a table that follows the sink's schema, and commits that put
-// each event in it once. docs/iceberg-exactly-once.md is the design and
+// Package table is the sink's Iceberg destination
+// (spec.destination.table): a table that follows the sink's schema, and
+// commits that put each event in it once. docs/iceberg-exactly-once.md is the design and
 // the argument.
 //
 //   - Ensure creates the sink's table from its schema (the same columns,
@@ -13,7 +13,6 @@
 //     retries conflicts on the table as it then is, and reads a commit
 //     whose answer was lost back from the table's history.
 //
-// Not yet done: the worker writing into the table's location and calling
-// Committer before it ACKs, spec.destination.table in the API, the demo on
-// PostgreSQL, the metrics and the fault cases.
+// The worker's stage that calls them, between writing a file and ACKing
+// its events, is sinkworker/tablesink.go.
 package table
