@@ -70,7 +70,7 @@ vet:
 .PHONY: test
 test: tools cluster-deps test-deps vet ## Unit, envtest and worker integration tests against real servers.
 	go test $(GO_TEST_FLAGS) -timeout 20m ./...
-	# The Iceberg table stage (#14, in progress) is built only with -tags iceberg.
+	# The Iceberg table sink is built only with -tags iceberg (bin/sinkworker-iceberg): its tests run again with the tag.
 	go test $(GO_TEST_FLAGS) -tags iceberg -timeout 5m -run 'TestTable' ./sinkworker/
 
 # bench is long (about 15 minutes) and stays out of make test; its smoke

@@ -567,13 +567,11 @@ func (b *batcher) abort() []*batch {
 	return left
 }
 
-// holdsOnly reports whether the worker holds nothing but n batches between
-// next and release (written, waiting for the table's commit): no batch is
-// open or queued, so no other file is on its way.
-func (b *batcher) holdsOnly(n int) bool {
+// empty reports whether no batch is open or cut and waiting for a flusher.
+func (b *batcher) empty() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return len(b.open) == 0 && len(b.ready) == 0 && len(b.inflight) == n
+	return len(b.open) == 0 && len(b.ready) == 0
 }
 
 // stats reports the budget for metrics.

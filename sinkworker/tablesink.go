@@ -184,11 +184,17 @@ func (w *Worker) partitionValues(tbl *icetable.Table) (func(*batch) map[int]any,
 func (t *tableSink) run(ctx, settleCtx context.Context, up *uploader, ack *acker) {
 	defer t.db.Close()
 	var pending []*batch
+	var pendingBytes int64
 	var due <-chan time.Time
 	commit := func() {
 		t.commit(ctx, settleCtx, pending, up, ack)
-		pending, due = pending[:0], nil
+		pending, pendingBytes, due = pending[:0], 0, nil
 	}
+	// Written files keep their events (and the memory budget they count
+	// against) until their commit: past a quarter of the budget, waiting
+	// for company would soon pause the fetchers (at the whole budget) with
+	// nothing to do but wait out the interval.
+	pressure := t.w.cfg.MaxBufferedBytes / 4
 	for {
 		select {
 		case bt, ok := <-t.in:
@@ -199,19 +205,26 @@ func (t *tableSink) run(ctx, settleCtx context.Context, up *uploader, ack *acker
 				return
 			}
 			pending = append(pending, bt)
+			pendingBytes += bt.bytes + bt.slots
 			if len(pending) == 1 {
 				due = time.After(t.interval)
 			}
 			// Draining, or caught up (no other file on its way): nothing
 			// waits for company. A backlog's last files are committed
 			// at once, not a commit interval later.
-			if len(pending) >= t.maxFiles || t.w.stopping.Load() || t.w.batcher.holdsOnly(len(pending)) {
+			if len(pending) >= t.maxFiles || pendingBytes >= pressure || t.w.stopping.Load() || t.nothingOnItsWay() {
 				commit()
 			}
 		case <-due:
 			commit()
 		}
 	}
+}
+
+// nothingOnItsWay reports whether no other file is coming soon: no batch
+// open or cut, none being written, none queued here.
+func (t *tableSink) nothingOnItsWay() bool {
+	return len(t.in) == 0 && t.w.flushing.Load() == 0 && t.w.batcher.empty()
 }
 
 // commit commits the batches' files and hands what is in the table to the

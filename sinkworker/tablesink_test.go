@@ -285,3 +285,24 @@ func tableCatalog(t *testing.T, e *env, dsn string) *sqlcat.Catalog {
 	}
 	return cat
 }
+
+// Files wait for company only while company is on its way: a backlog's
+// last files are committed as soon as they are written, not a commit
+// interval later, and a steady backlog commits many files at once.
+func TestTableCommitsAtOnceWhenNothingElseIsComing(t *testing.T) {
+	e, _ := tableEnv(t)
+	e.cfg.Table.CommitInterval = "1h"
+	e.cfg.BatchMaxEvents = 100
+	evs := makeEvents(3000, []string{"shop", "blog", "news"}, 2)
+	e.publish(evs)
+	w := e.start(Backoff{})
+	eventually(t, 30*time.Second, "every event committed and ACKed well within the hour's interval", func() bool {
+		return metric(t, w.reg, "jetsink_events_acked_total") == float64(len(evs))
+	})
+	w.stop(t)
+	files, commits := metric(t, w.reg, "jetsink_files_written_total"), metric(t, w.reg, "jetsink_table_commit_attempts_total", "outcome", "ok")
+	t.Logf("%v files in %v commits", files, commits)
+	if commits == 0 || commits*3 > files {
+		t.Errorf("%v files in %v commits: want several files per commit while the backlog lasts", files, commits)
+	}
+}

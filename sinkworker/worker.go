@@ -72,7 +72,10 @@ type Worker struct {
 	// shutdownNacked counts events handed back because the drain ran out
 	// of time or S3 failed during it; the exit log reports it.
 	shutdownNacked atomic.Int64
-	bufs           sync.Pool
+	// flushing counts the batches flushers have taken and not yet handed
+	// on: with the batcher empty and none flushing, no file is on its way.
+	flushing atomic.Int64
+	bufs     sync.Pool
 	// encoding holds a token per encode in progress: Workers at most.
 	encoding chan struct{}
 }
@@ -497,8 +500,11 @@ func (w *Worker) flushLoop(ctx, settleCtx context.Context, up *uploader, ack *ac
 		if !ok {
 			return
 		}
+		w.flushing.Add(1)
+		written := w.flush(ctx, settleCtx, bt, up, ack)
+		w.flushing.Add(-1) // before the hand-over: the table sink may look at once
 		switch {
-		case !w.flush(ctx, settleCtx, bt, up, ack):
+		case !written:
 			w.batcher.release(bt)
 		case w.table != nil:
 			w.table.in <- bt

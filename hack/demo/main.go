@@ -38,8 +38,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/parquet-go/parquet-go"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	jetsinkv1 "github.com/jetsink/jetsink/api/v1alpha1"
@@ -211,10 +209,7 @@ func (d *demo) run(ctx context.Context) error {
 	if err := s.Client.Create(ctx, stack.S3Secret(namespace, "s3-creds", stack.S3AccessKey, stack.S3SecretKey)); err != nil {
 		return err
 	}
-	if err := s.Client.Create(ctx, &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "catalog-creds"},
-		StringData: map[string]string{"password": stack.CatalogPassword},
-	}); err != nil {
+	if err := s.Client.Create(ctx, stack.CatalogSecret(namespace, "catalog-creds")); err != nil {
 		return err
 	}
 	if d.catalog, err = sql.Open("pgx", "postgres://postgres@"+s.CatalogAddr+"/"+stack.CatalogDatabase+"?sslmode=disable"); err != nil {

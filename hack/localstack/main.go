@@ -18,6 +18,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	"github.com/jetsink/jetsink/hack/localstack/stack"
@@ -51,7 +52,8 @@ func main() {
 		fmt.Fprintln(os.Stderr, "localstack:", err)
 	}
 	r := strings.NewReplacer("{KUBECONFIG}", s.Kubeconfig, "{BIN}", binDir(), "{NATS}", s.NATSURL, "{S3}", s.S3URL,
-		"{S3DIR}", s.S3Dir, "{LOGS}", s.LogDir, "{AK}", stack.S3AccessKey, "{SK}", stack.S3SecretKey, "{REGION}", stack.S3Region)
+		"{S3DIR}", s.S3Dir, "{LOGS}", s.LogDir, "{AK}", stack.S3AccessKey, "{SK}", stack.S3SecretKey, "{REGION}", stack.S3Region,
+		"{CATALOG}", s.CatalogURI)
 	fmt.Print(r.Replace(`
 localstack is up. In another shell:
 
@@ -62,10 +64,12 @@ localstack is up. In another shell:
   NATS JetStream:  {NATS}   streams EVENTS (events.>) and DLQ (dlq.>)
   S3 (versitygw):  {S3}   bucket "lake"; access key {AK}, secret {SK}, region {REGION}
                    objects are plain files under {S3DIR}/<bucket>/
-  Namespace "analytics" has Secret "s3-creds" with those S3 credentials, so the
-  demo's sink applies as it is:
+  PostgreSQL:      {CATALOG}   the Iceberg SQL catalog
+  Namespace "analytics" has Secret "s3-creds" with those S3 credentials and
+  Secret "catalog-creds" with the catalog's password, so the demo's sinks
+  apply as they are:
 
-  sed -e 's|${NATS_URL}|{NATS}|' -e 's|${S3_ENDPOINT}|{S3}|' hack/demo/sink.yaml | kubectl apply -f -
+  sed -e 's|${NATS_URL}|{NATS}|' -e 's|${S3_ENDPOINT}|{S3}|' -e 's|${CATALOG_URI}|{CATALOG}|' hack/demo/sink.yaml | kubectl apply -f -
 
   Logs: kubectl logs (the manager: -n jetsink-system deploy/jetsink); the host
   processes (kubelet, containerd, the control plane, versitygw) in {LOGS}
@@ -113,9 +117,13 @@ func seed(ctx context.Context, s *stack.Stack) error {
 	if err := s.EnsureNamespace(ctx, "analytics"); err != nil {
 		return err
 	}
-	err = s.Client.Create(ctx, stack.S3Secret("analytics", "s3-creds", stack.S3AccessKey, stack.S3SecretKey))
-	if err != nil && !apierrors.IsAlreadyExists(err) {
-		return err
+	for _, secret := range []*corev1.Secret{
+		stack.S3Secret("analytics", "s3-creds", stack.S3AccessKey, stack.S3SecretKey),
+		stack.CatalogSecret("analytics", "catalog-creds"),
+	} {
+		if err := s.Client.Create(ctx, secret); err != nil && !apierrors.IsAlreadyExists(err) {
+			return err
+		}
 	}
 	return nil
 }

@@ -21,9 +21,10 @@ import (
 )
 
 // The localstack command prints how to reach its stack, the kubeconfig it
-// writes works with kubectl, the demo's sink applies as printed and becomes
-// Ready, and Ctrl-C stops everything: afterwards nothing listens on the API
-// server's, NATS's or S3's port any more, and the cluster left no process,
+// writes works with kubectl, the demo's sinks (plain files and an Iceberg
+// table) apply as printed and become Ready, and Ctrl-C stops everything:
+// afterwards nothing listens on the API server's, NATS's, S3's or
+// PostgreSQL's port any more, and the cluster left no process,
 // mount, cgroup, bridge, iptables chain or directory behind.
 func TestLocalstackCommandStopsEverything(t *testing.T) {
 	root, err := reporoot.Find()
@@ -106,7 +107,8 @@ func TestLocalstackCommandStopsEverything(t *testing.T) {
 		t.Fatal(err)
 	}
 	addrs["kube-apiserver"] = strings.TrimPrefix(cfg.Host, "https://")
-	for name, re := range map[string]string{"nats": `NATS JetStream:\s+nats://(\S+)`, "s3": `S3 \(versitygw\):\s+http://(\S+)`} {
+	for name, re := range map[string]string{"nats": `NATS JetStream:\s+nats://(\S+)`, "s3": `S3 \(versitygw\):\s+http://(\S+)`,
+		"postgresql": `PostgreSQL:\s+postgres://[^@/\s]+@([^/\s]+)/`} {
 		m := regexp.MustCompile(re).FindStringSubmatch(text)
 		if m == nil {
 			t.Fatalf("no %s address in:\n%s", name, text)
@@ -124,7 +126,9 @@ func TestLocalstackCommandStopsEverything(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	manifest := strings.NewReplacer("${NATS_URL}", "nats://"+addrs["nats"], "${S3_ENDPOINT}", "http://"+addrs["s3"]).Replace(string(sinkYAML))
+	catalogURI := regexp.MustCompile(`PostgreSQL:\s+(\S+)`).FindStringSubmatch(text)[1]
+	manifest := strings.NewReplacer("${NATS_URL}", "nats://"+addrs["nats"], "${S3_ENDPOINT}", "http://"+addrs["s3"],
+		"${CATALOG_URI}", catalogURI).Replace(string(sinkYAML))
 	apply := exec.Command(filepath.Join(root, "bin", "kubectl"), "apply", "-f", "-")
 	apply.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
 	apply.Stdin = strings.NewReader(manifest)
@@ -133,13 +137,13 @@ func TestLocalstackCommandStopsEverything(t *testing.T) {
 	}
 	// As a user (or a GitOps tool) waits for it.
 	wait := exec.Command(filepath.Join(root, "bin", "kubectl"), "wait", "--for=condition=Ready", "sink/events",
-		"-n", "analytics", "--timeout=60s")
+		"sink/events-table", "-n", "analytics", "--timeout=60s")
 	wait.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
 	if b, err := wait.CombinedOutput(); err != nil {
 		get := exec.Command(filepath.Join(root, "bin", "kubectl"), "get", "sinks", "-n", "analytics")
 		get.Env = wait.Env
 		state, _ := get.CombinedOutput()
-		t.Fatalf("kubectl wait --for=condition=Ready sink/events: %v\n%s\n%s", err, b, state)
+		t.Fatalf("kubectl wait --for=condition=Ready sink/events sink/events-table: %v\n%s\n%s", err, b, state)
 	}
 
 	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {

@@ -574,6 +574,15 @@ func S3Secret(namespace, name, accessKey, secretKey string) *corev1.Secret {
 	}
 }
 
+// CatalogSecret is the Secret a table sink's credentialsSecretRef names:
+// the password of CatalogUser.
+func CatalogSecret(namespace, name string) *corev1.Secret {
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name},
+		StringData: map[string]string{"password": CatalogPassword},
+	}
+}
+
 // freePort returns a free TCP port on host.
 func freePort(host string) (int, error) {
 	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
