@@ -17,6 +17,8 @@ import (
 	icebergio "github.com/apache/iceberg-go/io"
 	_ "github.com/apache/iceberg-go/io/gocloud/s3" // s3:// table locations
 	icetable "github.com/apache/iceberg-go/table"
+	icebergutils "github.com/apache/iceberg-go/utils"
+	"github.com/aws/aws-sdk-go-v2/aws"
 	_ "github.com/jackc/pgx/v5/stdlib" // the SQL catalog's PostgreSQL driver
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -37,7 +39,8 @@ type tableSink struct {
 	// field ID.
 	partition func(bt *batch) map[int]any
 	cons      jetstream.Consumer
-	db        *sql.DB // the catalog's, closed when run returns
+	db        *sql.DB     // the catalog's, closed when run returns
+	aws       *aws.Config // the uploader's, for iceberg-go (see openTable)
 	in        chan *batch
 	interval  time.Duration
 	maxFiles  int
@@ -50,9 +53,9 @@ type tableSink struct {
 // reached yet (or two workers creating its tables at once) is waited for,
 // not a crash loop. A table the sink cannot write is an error at once. It
 // returns nil, nil when ctx ends first.
-func (w *Worker) openTableRetrying(ctx context.Context, cons jetstream.Consumer) (*tableSink, error) {
+func (w *Worker) openTableRetrying(ctx context.Context, cons jetstream.Consumer, up *uploader) (*tableSink, error) {
 	for attempt := uint64(1); ; attempt++ {
-		ts, err := w.openTable(ctx, cons)
+		ts, err := w.openTable(ctx, cons, up)
 		if err == nil || errors.Is(err, table.ErrIncompatible) || ctx.Err() != nil {
 			return ts, err
 		}
@@ -68,7 +71,13 @@ func (w *Worker) openTableRetrying(ctx context.Context, cons jetstream.Consumer)
 
 // openTable opens the catalog, creates or evolves the table, and points
 // the worker's object keys into the table's location.
-func (w *Worker) openTable(ctx context.Context, cons jetstream.Consumer) (*tableSink, error) {
+func (w *Worker) openTable(ctx context.Context, cons jetstream.Consumer, up *uploader) (*tableSink, error) {
+	// iceberg-go reads and writes the table's metadata with the uploader's
+	// S3 configuration, given in the context: without it, each table load
+	// built a client of its own from the AWS SDK's default chain (a fifth
+	// of the commits' CPU in a profile, a new connection each time), and
+	// ignored the private CA of destination.tls.
+	ctx = icebergutils.WithAwsConfig(ctx, &up.aws)
 	tc := w.cfg.Table
 	db, err := sql.Open("pgx", tc.URI)
 	if err != nil {
@@ -78,15 +87,6 @@ func (w *Worker) openTable(ctx context.Context, cons jetstream.Consumer) (*table
 	if w.cfg.Endpoint != "" {
 		props[icebergio.S3EndpointURL] = w.cfg.Endpoint
 		props[icebergio.S3ForceVirtualAddressing] = fmt.Sprint(!w.cfg.ForcePathStyle)
-	}
-	// The catalog writes the table's metadata with the worker's S3 keys;
-	// without keys, the AWS SDK's chain (web identity, instance role).
-	if id := os.Getenv("AWS_ACCESS_KEY_ID"); id != "" {
-		props[icebergio.S3AccessKeyID] = id
-		props[icebergio.S3SecretAccessKey] = os.Getenv("AWS_SECRET_ACCESS_KEY")
-		if tok := os.Getenv("AWS_SESSION_TOKEN"); tok != "" {
-			props[icebergio.S3SessionToken] = tok
-		}
 	}
 	cat, err := sqlcat.NewCatalog("jetsink", db, sqlcat.Postgres, props)
 	if err != nil {
@@ -112,7 +112,7 @@ func (w *Worker) openTable(ctx context.Context, cons jetstream.Consumer) (*table
 	}
 	hold, _ := time.ParseDuration(os.Getenv(config.FaultHoldFirstCommitEnv))
 	return &tableSink{
-		w: w, bucket: w.cfg.Bucket, partition: part, cons: cons, db: db, holdFirst: hold,
+		w: w, bucket: w.cfg.Bucket, partition: part, cons: cons, db: db, aws: &up.aws, holdFirst: hold,
 		committer: &table.Committer{Catalog: cat, Ident: ident, Sink: w.cfg.Consumer, Stream: w.incarnation,
 			Attempts: func(outcome string) { w.metrics.commits.WithLabelValues(outcome).Inc() }},
 		in:       make(chan *batch, w.cfg.Workers*flushersPerWorker),
@@ -180,44 +180,72 @@ func (w *Worker) partitionValues(tbl *icetable.Table) (func(*batch) map[int]any,
 }
 
 // run commits what the flushers wrote until in is closed, then commits
-// what is left and returns.
+// what is left and returns. One commit is in flight at a time (a worker's
+// commits must see each other: see dedupeGroup), and while it is, the
+// files that come in wait for the next one rather than stopping the
+// flushers: a commit's round trips to the catalog and S3 are not paid by
+// the pipeline.
 func (t *tableSink) run(ctx, settleCtx context.Context, up *uploader, ack *acker) {
 	defer t.db.Close()
-	var pending []*batch
-	var pendingBytes int64
-	var due <-chan time.Time
-	commit := func() {
-		t.commit(ctx, settleCtx, pending, up, ack)
-		pending, pendingBytes, due = pending[:0], 0, nil
-	}
+	ctx = icebergutils.WithAwsConfig(ctx, t.aws)
+	var (
+		pending      []*batch
+		pendingBytes int64
+		due          <-chan time.Time // the commit interval since pending's first file
+		ready        bool             // pending waits only for the commit in flight
+		inFlight     chan struct{}    // closed when the commit in flight is done
+	)
 	// Written files keep their events (and the memory budget they count
 	// against) until their commit: past a quarter of the budget, waiting
 	// for company would soon pause the fetchers (at the whole budget) with
 	// nothing to do but wait out the interval.
 	pressure := t.w.cfg.MaxBufferedBytes / 4
-	for {
+	// Draining, or caught up (no other file on its way): nothing waits for
+	// company. A backlog's last files are committed at once, not a commit
+	// interval later.
+	full := func() bool {
+		return len(pending) >= t.maxFiles || pendingBytes >= pressure || t.w.stopping.Load() || t.nothingOnItsWay()
+	}
+	in := t.in
+	for in != nil || inFlight != nil || len(pending) > 0 {
 		select {
-		case bt, ok := <-t.in:
+		case bt, ok := <-in:
 			if !ok {
-				if len(pending) > 0 {
-					commit()
-				}
-				return
+				in, ready = nil, true
+				break
 			}
 			pending = append(pending, bt)
 			pendingBytes += bt.bytes + bt.slots
 			if len(pending) == 1 {
 				due = time.After(t.interval)
 			}
-			// Draining, or caught up (no other file on its way): nothing
-			// waits for company. A backlog's last files are committed
-			// at once, not a commit interval later.
-			if len(pending) >= t.maxFiles || pendingBytes >= pressure || t.w.stopping.Load() || t.nothingOnItsWay() {
-				commit()
-			}
+			ready = ready || full()
 		case <-due:
-			commit()
+			due, ready = nil, true
+		case <-inFlight:
+			inFlight = nil
+			ready = ready || (len(pending) > 0 && full())
 		}
+		if !ready || inFlight != nil || len(pending) == 0 {
+			continue
+		}
+		// At most maxFiles a commit; the rest waits for the next.
+		group := pending[:min(len(pending), t.maxFiles)]
+		pending = slices.Clone(pending[len(group):])
+		pendingBytes, ready, due = 0, in == nil, nil
+		for _, bt := range pending {
+			pendingBytes += bt.bytes + bt.slots
+		}
+		if len(pending) > 0 {
+			due = time.After(t.interval)
+			ready = ready || len(pending) >= t.maxFiles
+		}
+		done := make(chan struct{})
+		inFlight = done
+		go func() {
+			defer close(done)
+			t.commit(ctx, settleCtx, group, up, ack)
+		}()
 	}
 }
 

@@ -18,7 +18,7 @@ import (
 
 type tableSink struct{ in chan *batch }
 
-func (w *Worker) openTableRetrying(context.Context, jetstream.Consumer) (*tableSink, error) {
+func (w *Worker) openTableRetrying(context.Context, jetstream.Consumer, *uploader) (*tableSink, error) {
 	return nil, errors.New(`JETSINK_TABLE: this worker is built without Iceberg tables: run sinkworker-iceberg (go build -tags iceberg ./cmd/sinkworker)`)
 }
 

@@ -33,6 +33,10 @@ type uploader struct {
 	client  *s3.Client
 	bucket  string
 	metrics *metrics
+	// aws is the client's configuration (credentials, region, the HTTP
+	// client with its CA, timeouts and connection pool), which the table
+	// sink lends iceberg-go for the table's metadata.
+	aws aws.Config
 }
 
 // Timeouts of the S3 client: an answer that never comes must fail the
@@ -77,19 +81,19 @@ func newUploader(ctx context.Context, cfg config.Config, m *metrics) (*uploader,
 				}
 			}
 		})
+	awsCfg.HTTPClient = httpClient
 	client := s3.NewFromConfig(awsCfg, func(o *s3.Options) {
 		if cfg.Endpoint != "" {
 			o.BaseEndpoint = aws.String(cfg.Endpoint)
 		}
 		o.UsePathStyle = cfg.ForcePathStyle
-		o.HTTPClient = httpClient
 		// The worker retries a failed upload itself, for as long as it
 		// takes and with its own backoff: one attempt is one request, so
 		// jetsink_upload_attempts_total counts what S3 saw, and the SDK's
 		// retry quota cannot turn a long outage into instant failures.
 		o.Retryer = aws.NopRetryer{}
 	})
-	return &uploader{client: client, bucket: cfg.Bucket, metrics: m}, nil
+	return &uploader{client: client, bucket: cfg.Bucket, metrics: m, aws: awsCfg}, nil
 }
 
 // objectKey is the Hive-style, deterministic key of a batch's file: the same

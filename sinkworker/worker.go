@@ -171,7 +171,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 
 	if w.cfg.Table != nil {
-		if w.table, err = w.openTableRetrying(ctx, cons); err != nil || w.table == nil {
+		if w.table, err = w.openTableRetrying(ctx, cons, up); err != nil || w.table == nil {
 			return err // nil: stopped while waiting
 		}
 	}

@@ -140,7 +140,7 @@ func (c *Committer) attempt(ctx context.Context, files []File, ackFloor uint64, 
 		return Outcome{}, false, err
 	}
 	var out Outcome
-	next := have
+	var added []uint64
 	for _, f := range files {
 		var in []uint64
 		for _, s := range f.Seqs {
@@ -151,7 +151,7 @@ func (c *Committer) attempt(ctx context.Context, files []File, ackFloor uint64, 
 		switch {
 		case len(in) == 0:
 			out.Committed = append(out.Committed, f)
-			next = next.Add(f.Seqs...)
+			added = append(added, f.Seqs...)
 		case len(in) == len(f.Seqs):
 			out.Already = append(out.Already, in...)
 		default:
@@ -162,7 +162,7 @@ func (c *Committer) attempt(ctx context.Context, files []File, ackFloor uint64, 
 	if len(out.Committed) == 0 {
 		return out, false, nil
 	}
-	next = next.Trim(ackFloor)
+	next := have.Add(added...).Trim(ackFloor)
 	spec := tbl.Spec()
 	dfs := make([]iceberg.DataFile, len(out.Committed))
 	for i, f := range out.Committed {

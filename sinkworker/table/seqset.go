@@ -38,11 +38,20 @@ func (c SeqSet) Contains(s uint64) bool {
 	return found
 }
 
-// Add returns the set with seqs added (seqs need not be sorted).
+// Add returns the set with seqs added (seqs need not be sorted). They are
+// sorted as numbers and runs of them made ranges before normalize sorts
+// ranges: a commit of 100,000 events from interleaved partitions sorted
+// 100,000 single ranges by a comparison function.
 func (c SeqSet) Add(seqs ...uint64) SeqSet {
+	sorted := slices.Clone(seqs)
+	slices.Sort(sorted)
 	rs := slices.Clone(c.Ranges)
-	for _, s := range seqs {
-		if s > c.Floor {
+	for _, s := range sorted {
+		switch n := len(rs); {
+		case s <= c.Floor:
+		case n > len(c.Ranges) && s <= rs[n-1].Last+1:
+			rs[n-1].Last = s
+		default:
 			rs = append(rs, SeqRange{s, s})
 		}
 	}

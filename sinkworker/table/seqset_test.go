@@ -32,9 +32,14 @@ func TestSeqSetIsTheSetOfWhatWasAdded(t *testing.T) {
 		c := SeqSet{Floor: floor}
 		want := map[uint64]bool{}
 		for range r.IntN(100) {
-			s := uint64(r.IntN(300))
-			c = c.Add(s)
-			want[s] = true
+			// A run of consecutive seqs in one Add (as a file's are), a
+			// repeat at its end (a redelivery in the same batch).
+			s, run := uint64(r.IntN(300)), []uint64{}
+			for i := range uint64(1 + r.IntN(6)) {
+				run = append(run, s+i)
+				want[s+i] = true
+			}
+			c = c.Add(append(run, run[len(run)-1])...)
 		}
 		if round%3 == 0 {
 			f := uint64(r.IntN(300))
