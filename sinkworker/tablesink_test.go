@@ -306,3 +306,37 @@ func TestTableCommitsAtOnceWhenNothingElseIsComing(t *testing.T) {
 		t.Errorf("%v files in %v commits: want several files per commit while the backlog lasts", files, commits)
 	}
 }
+
+// A table sink whose S3 serves a certificate from a private CA
+// (destination.tls) commits every event: iceberg-go writes the table's
+// metadata with the worker's own S3 client, which trusts that CA. The
+// client iceberg-go built for itself, from the AWS SDK's default chain,
+// did not.
+func TestTableOverS3WithAPrivateCA(t *testing.T) {
+	e, pg := tableEnv(t)
+	s3s, ca := s3test.StartTLS(t)
+	s3s.CreateBucket(t, testBucket)
+	s3s.SetEnv(t)
+	e.s3 = s3s
+	e.cfg.Endpoint = s3s.URL
+	e.cfg.FromSecret(config.S3TLSSecretEnv, map[string][]byte{"ca.crt": ca})
+	evs := makeEvents(300, []string{"shop", "blog"}, 2)
+	e.publish(evs)
+	w := e.start(Backoff{})
+	eventually(t, 60*time.Second, "every event committed and ACKed", func() bool {
+		return metric(t, w.reg, "jetsink_events_acked_total") == float64(len(evs))
+	})
+	w.stop(t)
+	db, err := sql.Open("pgx", pg.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	tbl, err := icebergread.Load(t.Context(), db, "jetsink", "analytics", "events", icebergread.S3(s3s.Client()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tbl.Rows() != int64(len(evs)) {
+		t.Errorf("the table holds %d rows, want %d", tbl.Rows(), len(evs))
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/debug"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -232,7 +233,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.ready.Store(true)
 	w.log.Info("Started", "stream", w.cfg.Stream, "incarnation", w.incarnation, "consumer", w.cfg.Consumer,
 		"workers", w.cfg.Workers, "bucket", w.cfg.Bucket, "prefix", w.cfg.Prefix, "schema", schemaSummary(w.cfg.Schema),
-		"metrics", w.MetricsAddr())
+		"metrics", w.MetricsAddr(), "memory_limit_mib", debug.SetMemoryLimit(-1)>>20)
 
 	var runErr error
 	select {
