@@ -2,6 +2,7 @@ package table
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -99,6 +100,52 @@ func TestCommitRecognisesEventsAlreadyInTheTable(t *testing.T) {
 	c2.Stream = "IOT.2"
 	if out, err := c2.Commit(ctx, []File{file("f", 1)}, 0); err != nil || len(out.Committed) != 1 {
 		t.Errorf("commit after the stream was re-created: %+v, %v", out, err)
+	}
+}
+
+// The metadata a commit writes (and every load parses) grows by a
+// snapshot's few fields per commit, not by a copy of the committed set:
+// with files of interleaved partitions the set holds thousands of ranges
+// while the ack floor lags, and a copy of it in each snapshot's summary
+// grew the bench table's metadata.json to 1 MB in 15 commits.
+func TestMetadataDoesNotGrowWithTheCommittedSet(t *testing.T) {
+	ctx := context.Background()
+	c := newTable(t, testCatalog(t))
+	metadataSize := func() int {
+		tbl, err := c.Catalog.LoadTable(ctx, c.Ident)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := json.Marshal(tbl.Metadata())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(b)
+	}
+	const commits, perFile = 20, 500
+	var first int
+	for i := range commits {
+		// Every other sequence of a fresh stretch: 500 ranges a commit,
+		// none merged by the floor (it stays at 0).
+		seqs := make([]uint64, perFile)
+		for j := range seqs {
+			seqs[j] = uint64(i*2*perFile + 2*j + 1)
+		}
+		if _, err := c.Commit(ctx, []File{file(fmt.Sprint("f", i), seqs...)}, 0); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			first = metadataSize()
+		}
+	}
+	set := len(committedText(t, c))
+	if set < commits*perFile*4 {
+		t.Fatalf("the committed set is %d bytes: the test did not fragment it", set)
+	}
+	// After the first commit the metadata holds the set once; since then
+	// the set grew and each commit added a snapshot and a log entry.
+	if got, limit := metadataSize(), first+set+commits*2048; got > limit {
+		t.Errorf("metadata is %d bytes after %d commits, want at most %d (the set, %d bytes, once)", got, commits, limit, set)
 	}
 }
 
