@@ -113,6 +113,8 @@ type batch struct {
 	fileKey  string
 	fileSize int64
 	fileRows int
+	// partition is its table partition's values by field ID (table sinks).
+	partition map[int]any
 }
 
 // batcher groups events into per-partition batches and hands cut batches to

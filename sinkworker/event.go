@@ -181,6 +181,20 @@ func (w *eventWindow) outOfRange(what string) error {
 		w.min.UTC().Format(time.RFC3339)+", "+w.max.UTC().Format(time.RFC3339)+"] (EVENT_TIME_MIN, now + EVENT_TIME_MAX_AHEAD)")
 }
 
+// decodeDelivery decodes one delivery's body into row (and, declared, the
+// value block) with its provenance: the subject, stream sequence and
+// JetStream's arrival time.
+func (d *decoder) decodeDelivery(data []byte, subject string, seq uint64, received time.Time, row *Row) error {
+	if err := d.decode(data, row); err != nil {
+		return err
+	}
+	row.Subject, row.StreamSeq, row.ReceivedAt = subject, int64(seq), received
+	if st := d.declared; st != nil {
+		st.setProvenance(subject, seq, received)
+	}
+	return nil
+}
+
 // decode fills row from data, or returns a *poisonError. With a declared
 // schema, see decodeDeclared.
 //

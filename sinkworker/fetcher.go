@@ -161,17 +161,13 @@ func (f *fetcher) handle(ctx context.Context, msg jetstream.Msg, patience time.D
 		return true
 	}
 	tm := trackedMsg{msg: msg, seq: meta.Sequence.Stream, deliveries: meta.NumDelivered}
-	if err := f.dec.decode(msg.Data(), &f.row); err != nil {
+	if err := f.dec.decodeDelivery(msg.Data(), msg.Subject(), tm.seq, meta.Timestamp, &f.row); err != nil {
 		f.count(tm)
 		f.dead.handle(ctx, tm, err.(*poisonError))
 		return true
 	}
-	f.row.Subject = msg.Subject()
-	f.row.StreamSeq = int64(tm.seq)
-	f.row.ReceivedAt = meta.Timestamp
 	size := eventSize(msg.Data())
 	if st := f.dec.declared; st != nil {
-		st.setProvenance(f.row.Subject, tm.seq, meta.Timestamp)
 		size += int64(st.allocated)
 	}
 	added, full := f.batcher.addWithin(&f.row, f.dec.values(), tm, size, time.Now(), patience)

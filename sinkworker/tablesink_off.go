@@ -22,4 +22,6 @@ func (w *Worker) openTableRetrying(context.Context, jetstream.Consumer, *uploade
 	return nil, errors.New(`JETSINK_TABLE: this worker is built without Iceberg tables: run sinkworker-iceberg (go build -tags iceberg ./cmd/sinkworker)`)
 }
 
+func (t *tableSink) take(*batch) {}
+
 func (t *tableSink) run(context.Context, context.Context, *uploader, *acker) {}

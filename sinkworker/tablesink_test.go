@@ -3,10 +3,12 @@
 package sinkworker
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,6 +17,7 @@ import (
 	sqlcat "github.com/apache/iceberg-go/catalog/sql"
 	icebergio "github.com/apache/iceberg-go/io"
 	icetable "github.com/apache/iceberg-go/table"
+	"github.com/parquet-go/parquet-go"
 
 	"github.com/jetsink/jetsink/internal/icebergread"
 	"github.com/jetsink/jetsink/internal/testutil/pgtest"
@@ -263,6 +266,57 @@ func TestTableRewritesAFileHoldingCommittedEvents(t *testing.T) {
 	}
 	if got := snap.Summary.Properties["total-data-files"]; got != "2" {
 		t.Errorf("table holds %s files, want 2", got)
+	}
+
+	// The rewritten file holds the 14 others as the first file held them:
+	// the worker dropped its decoded events while the file waited for its
+	// commit, and decoded them again from their messages to rewrite it.
+	db, err := sql.Open("pgx", pg.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	get := icebergread.S3(e.s3.Client())
+	read, err := icebergread.Load(ctx, db, "jetsink", "analytics", "events", get)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rowsOf := func(uri string) []Row {
+		body, err := get(ctx, uri)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows, err := parquet.Read[Row](bytes.NewReader(body), int64(len(body)))
+		if err != nil {
+			t.Fatalf("read %s: %v", uri, err)
+		}
+		return rows
+	}
+	var first, rewritten []Row
+	for _, key := range e.s3.List(t, e.cfg.Bucket, strings.TrimPrefix(tbl.Location(), "s3://"+e.cfg.Bucket+"/")+"/data/") {
+		uri := "s3://" + e.cfg.Bucket + "/" + key
+		committed := slices.ContainsFunc(read.Files, func(f icebergread.DataFile) bool { return f.Path == uri })
+		switch rows := rowsOf(uri); {
+		case committed && len(rows) == 14:
+			rewritten = rows
+		case !committed && len(rows) == len(evs):
+			first = rows // the file as first written, never committed
+		}
+	}
+	if first == nil || rewritten == nil {
+		t.Fatalf("want the first file of %d rows and a rewritten one of 14 committed; files %+v", len(evs), read.Files)
+	}
+	var want []Row
+	for _, r := range first {
+		if r.StreamSeq < 5 || r.StreamSeq > 10 {
+			want = append(want, r)
+		}
+	}
+	if !slices.EqualFunc(rewritten, want, func(a, b Row) bool {
+		return a.EventID == b.EventID && a.AppID == b.AppID && a.StreamSeq == b.StreamSeq && a.Subject == b.Subject &&
+			a.ReceivedAt.Equal(b.ReceivedAt) && a.Timestamp.Equal(b.Timestamp) && a.Properties == b.Properties && a.Context == b.Context
+	}) {
+		t.Errorf("the rewritten file's rows differ from the first file's:\n got %+v\nwant %+v", rewritten, want)
 	}
 }
 

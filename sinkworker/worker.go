@@ -508,7 +508,7 @@ func (w *Worker) flushLoop(ctx, settleCtx context.Context, up *uploader, ack *ac
 		case !written:
 			w.batcher.release(bt)
 		case w.table != nil:
-			w.table.in <- bt
+			w.table.take(bt)
 		default:
 			ack.written <- bt
 		}
@@ -523,6 +523,15 @@ func (w *Worker) flushLoop(ctx, settleCtx context.Context, up *uploader, ack *ac
 // elsewhere. Only a batch that cannot be encoded is NAKed at once.
 func (w *Worker) flush(ctx, settleCtx context.Context, bt *batch, up *uploader, ack *acker) bool {
 	start := time.Now()
+	if bt.rows == nil {
+		// Written, dropped while it waited for its table commit, and now
+		// written again (see tableSink.take).
+		if err := w.redecode(bt); err != nil {
+			w.log.Error("Could not decode a written batch again; its events are NAKed", "events", len(bt.msgs), "error", err)
+			ack.nak(settleCtx, bt.msgs, w.stopping.Load(), err)
+			return false
+		}
+	}
 	sort.Sort(bySeq{bt})
 	rows, vals := dedupe(bt)
 	buf := w.bufs.Get().(*bytes.Buffer)
@@ -624,6 +633,27 @@ func (w *Worker) partitionPath(key partitionKey) string {
 		return "app_id=" + key.app
 	}
 	return key.app
+}
+
+// redecode decodes a batch's events again into its rows and value blocks
+// (see tableSink.take). The event window only widens with time (its far
+// end is now + maxAhead): an event decoded once decodes again.
+func (w *Worker) redecode(bt *batch) error {
+	dec := newDecoder(w.cfg, w.plan)
+	bt.rows = make([]Row, len(bt.msgs))
+	bt.vals = make([]parquet.Value, 0, len(bt.msgs)*bt.width)
+	for i, m := range bt.msgs {
+		meta, err := m.msg.Metadata()
+		if err != nil {
+			return err
+		}
+		if err := dec.decodeDelivery(m.msg.Data(), m.msg.Subject(), m.seq, meta.Timestamp, &bt.rows[i]); err != nil {
+			return err
+		}
+		bt.rows[i].AppID = bt.key.app
+		bt.vals = append(bt.vals, dec.values()...)
+	}
+	return nil
 }
 
 // bySeq sorts a batch's rows, messages and value blocks together by stream

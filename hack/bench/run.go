@@ -332,8 +332,8 @@ func (r *report) print(w io.Writer) {
 			len(d.cfg.Schema.Columns), d.rate/r.main.rate), d, r.checks["declared"])
 	}
 	if t := r.table; t != nil && r.main != nil {
-		sinkRow(fmt.Sprintf("sink: the same, committed to an Iceberg table, SQL catalog on PostgreSQL (%.2f× the plain files'; target ≥ 0.90; %d snapshots, commitInterval %s)",
-			t.rate/r.main.rate, t.snapshots, t.cfg.Table.Interval()), t, r.checks["iceberg"])
+		sinkRow(fmt.Sprintf("sink: the same, committed to an Iceberg table, SQL catalog on PostgreSQL (%.2f× the plain files'; target ≥ 0.90; %d snapshots, commitInterval %s, %.0f ms a commit)",
+			t.rate/r.main.rate, t.snapshots, t.cfg.Table.Interval(), 1000*t.commitSeconds/max(t.commits, 1)), t, r.checks["iceberg"])
 	}
 	for _, res := range r.scaling {
 		label := fmt.Sprintf("scaling: workersPerReplica %d", res.cfg.Workers)

@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -132,6 +134,8 @@ type sinkResult struct {
 	cfg        config.Config
 	warnings   int
 	snapshots  int // a table run's snapshots at the end
+	// A table run's commits, from the workers' metrics at the end.
+	commits, commitSeconds float64
 }
 
 // workerConfig renders a default WarehouseSink for run the way the operator
@@ -179,9 +183,10 @@ func (s *stack) drain(ctx context.Context, bin string, run sinkRun, total uint64
 		capMiB: float64(cfg.MaxBufferedBytes) / (1 << 20)}
 
 	type proc struct {
-		cmd  *exec.Cmd
-		done chan error
-		log  string
+		cmd     *exec.Cmd
+		done    chan error
+		log     string
+		metrics string
 	}
 	var procs []*proc
 	stopAll := func() {
@@ -224,7 +229,7 @@ func (s *stack) drain(ctx context.Context, bin string, run sinkRun, total uint64
 			stopAll()
 			return nil, fmt.Errorf("start %s: %w", bin, err)
 		}
-		p := &proc{cmd: cmd, done: make(chan error, 1), log: logPath}
+		p := &proc{cmd: cmd, done: make(chan error, 1), log: logPath, metrics: "http://" + c.MetricsAddr + "/metrics"}
 		go func() { p.done <- cmd.Wait(); logf.Close() }()
 		procs = append(procs, p)
 	}
@@ -280,6 +285,17 @@ func (s *stack) drain(ctx context.Context, bin string, run sinkRun, total uint64
 	res.natsCPU = self1.cpuSeconds - self0.cpuSeconds
 	res.s3CPU = gw1.cpuSeconds - gw0.cpuSeconds
 	res.rate = float64(total) / res.elapsed.Seconds()
+	if run.table {
+		for _, p := range procs {
+			m, err := scrape(p.metrics)
+			if err != nil {
+				stopAll()
+				return nil, err
+			}
+			res.commits += m["jetsink_table_commit_duration_seconds_count"]
+			res.commitSeconds += m["jetsink_table_commit_duration_seconds_sum"]
+		}
+	}
 	stopAll()
 	for _, p := range procs {
 		b, _ := os.ReadFile(p.log)
@@ -337,4 +353,28 @@ func (s *stack) readTable(ctx context.Context, name string) (*icebergread.Table,
 	}
 	defer db.Close()
 	return icebergread.Load(ctx, db, "jetsink", "bench", name, icebergread.S3(s.s3))
+}
+
+// scrape reads the unlabelled samples of a Prometheus text exposition.
+func scrape(url string) (map[string]float64, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return nil, fmt.Errorf("scrape %s: %w", url, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("scrape %s: %w", url, err)
+	}
+	samples := make(map[string]float64)
+	for line := range strings.Lines(string(body)) {
+		name, value, ok := strings.Cut(strings.TrimSpace(line), " ")
+		if !ok || strings.HasPrefix(name, "#") || strings.Contains(name, "{") {
+			continue
+		}
+		if v, err := strconv.ParseFloat(value, 64); err == nil {
+			samples[name] = v
+		}
+	}
+	return samples, nil
 }
