@@ -5,8 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,6 +21,7 @@ import (
 	jetsinkv1 "github.com/jetsink/jetsink/api/v1alpha1"
 	"github.com/jetsink/jetsink/controllers/workload"
 	"github.com/jetsink/jetsink/hack/bench/eventgen"
+	localstack "github.com/jetsink/jetsink/hack/localstack/stack"
 	"github.com/jetsink/jetsink/internal/icebergread"
 	"github.com/jetsink/jetsink/sinkworker/config"
 )
@@ -287,7 +286,7 @@ func (s *stack) drain(ctx context.Context, bin string, run sinkRun, total uint64
 	res.rate = float64(total) / res.elapsed.Seconds()
 	if run.table {
 		for _, p := range procs {
-			m, err := scrape(p.metrics)
+			m, err := localstack.Scrape(ctx, p.metrics)
 			if err != nil {
 				stopAll()
 				return nil, err
@@ -353,28 +352,4 @@ func (s *stack) readTable(ctx context.Context, name string) (*icebergread.Table,
 	}
 	defer db.Close()
 	return icebergread.Load(ctx, db, "jetsink", "bench", name, icebergread.S3(s.s3))
-}
-
-// scrape reads the unlabelled samples of a Prometheus text exposition.
-func scrape(url string) (map[string]float64, error) {
-	resp, err := http.Get(url)
-	if err != nil {
-		return nil, fmt.Errorf("scrape %s: %w", url, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, fmt.Errorf("scrape %s: %w", url, err)
-	}
-	samples := make(map[string]float64)
-	for line := range strings.Lines(string(body)) {
-		name, value, ok := strings.Cut(strings.TrimSpace(line), " ")
-		if !ok || strings.HasPrefix(name, "#") || strings.Contains(name, "{") {
-			continue
-		}
-		if v, err := strconv.ParseFloat(value, 64); err == nil {
-			samples[name] = v
-		}
-	}
-	return samples, nil
 }
