@@ -424,7 +424,7 @@ func (bt *batch) split(out func(seq uint64) bool) *batch {
 			continue
 		}
 		bt.msgs[keep] = bt.msgs[i]
-		if bt.rows != nil { // else held: flush decodes what is kept
+		if bt.rows != nil { // else dropped (tableSink.take): flush decodes what is kept
 			bt.rows[keep] = bt.rows[i]
 			if w := bt.width; w > 0 {
 				copy(bt.vals[keep*w:(keep+1)*w], bt.vals[i*w:(i+1)*w])
